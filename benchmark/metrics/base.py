@@ -1,0 +1,238 @@
+"""Common ground of every metric: the clip container, the alignment rule and the streaming API.
+
+Each metric module provides a pure function (e.g. ``ssim_clip(gen, gt) -> float``) and a thin
+stateful class derived from :class:`Metric` with ``update / compute / reset / merge`` and a
+``higher_is_better`` flag, like torchmetrics.
+
+Alignment rule (documented once, applied by :func:`align`):
+
+* Frames: both clips are compared on their common frames, ``T = min(T_gen, T_gt)`` from the start.
+  If the lengths differ by more than ``max_length_mismatch`` frames (default 2) the pair is refused
+  with :class:`AlignmentError` rather than silently compared on a fraction of the clip.
+* Size: the generated frames are resized to the ground truth's size (bilinear, with antialiasing
+  when shrinking); the ground truth is never resampled.
+* Audio: the ground truth's audio is the driving audio; metrics that need audio use it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from shv_toolkit.errors import ShvError
+
+log = logging.getLogger(__name__)
+
+
+class AlignmentError(ShvError):
+    """Generated and ground-truth clips cannot be compared under the alignment rule."""
+
+
+class MetricInputError(ShvError):
+    """A metric got input it cannot score (wrong dtype/shape, no face, no audio...)."""
+
+
+@dataclass
+class Clip:
+    """A video clip in memory: ``frames`` (T, H, W, 3) uint8 RGB, optional mono float32 audio."""
+
+    frames: np.ndarray
+    fps: float = 25.0
+    audio: np.ndarray | None = None
+    sample_rate: int = 16000
+    clip_id: str = ""
+    path: str | None = None
+
+    def __post_init__(self) -> None:
+        f = self.frames
+        if not isinstance(f, np.ndarray) or f.dtype != np.uint8 or f.ndim != 4 or f.shape[-1] != 3:
+            raise MetricInputError(
+                f"clip {self.clip_id or self.path}: frames must be (T, H, W, 3) uint8, "
+                f"got {getattr(f, 'shape', None)} {getattr(f, 'dtype', type(f).__name__)}"
+            )
+        if f.shape[0] == 0:
+            raise MetricInputError(f"clip {self.clip_id or self.path}: no frames")
+
+    @property
+    def n_frames(self) -> int:
+        return int(self.frames.shape[0])
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(height, width)"""
+        return int(self.frames.shape[1]), int(self.frames.shape[2])
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        fps: float = 25.0,
+        sample_rate: int = 16000,
+        audio_path: str | Path | None = None,
+        clip_id: str | None = None,
+    ) -> Clip:
+        """Decode a video file (resampled to ``fps``) and its audio (or ``audio_path``)."""
+        from shv_toolkit import media
+        from shv_toolkit.errors import MediaError
+
+        path = Path(path)
+        frames = media.read_video(path, fps=fps)
+        audio = None
+        src = Path(audio_path) if audio_path else path
+        try:
+            audio = media.read_audio(src, sample_rate=sample_rate)
+        except MediaError:
+            if audio_path:
+                raise
+            audio = None
+        return cls(frames, fps, audio, sample_rate, clip_id or path.stem, str(path))
+
+
+def resize_frames(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize (T, H, W, 3) uint8 frames to ``size`` = (height, width), bilinear."""
+    import cv2
+
+    h, w = size
+    if frames.shape[1:3] == (h, w):
+        return frames
+    shrinking = h < frames.shape[1] or w < frames.shape[2]
+    interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(f, (w, h), interpolation=interp) for f in frames])
+
+
+def align(generated: Clip, ground_truth: Clip, max_length_mismatch: int = 2) -> tuple[Clip, Clip]:
+    """Apply the alignment rule in this module's docstring; returns new clips of equal shape."""
+    if abs(generated.fps - ground_truth.fps) > 1e-3:
+        raise AlignmentError(
+            f"{ground_truth.clip_id}: frame rates differ ({generated.fps} vs {ground_truth.fps}); "
+            "load both at the protocol's fps"
+        )
+    t_gen, t_gt = generated.n_frames, ground_truth.n_frames
+    if abs(t_gen - t_gt) > max_length_mismatch:
+        raise AlignmentError(
+            f"{ground_truth.clip_id}: generated clip has {t_gen} frames, ground truth {t_gt} "
+            f"(more than {max_length_mismatch} apart)"
+        )
+    t = min(t_gen, t_gt)
+    g = resize_frames(generated.frames[:t], ground_truth.size)
+    r = ground_truth.frames[:t]
+    n_audio = None
+    if ground_truth.audio is not None:
+        n_audio = int(round(t / ground_truth.fps * ground_truth.sample_rate))
+    gen = Clip(g, generated.fps, generated.audio, generated.sample_rate, generated.clip_id, generated.path)
+    gt = Clip(
+        r,
+        ground_truth.fps,
+        None if ground_truth.audio is None else ground_truth.audio[:n_audio],
+        ground_truth.sample_rate,
+        ground_truth.clip_id,
+        ground_truth.path,
+    )
+    return gen, gt
+
+
+@dataclass
+class MetricResult:
+    """Aggregate of one metric over a set of clips."""
+
+    name: str
+    value: float | None
+    higher_is_better: bool
+    n_clips: int
+    per_clip: dict[str, float] = field(default_factory=dict)
+    extras: dict[str, Any] = field(default_factory=dict)
+    missing_reason: str | None = None  # set when the metric could not be computed at all
+
+    def to_dict(self, per_clip: bool = False) -> dict[str, Any]:
+        d = {
+            "name": self.name,
+            "value": self.value,
+            "higher_is_better": self.higher_is_better,
+            "n_clips": self.n_clips,
+            "extras": self.extras,
+            "missing_reason": self.missing_reason,
+        }
+        if per_clip:
+            d["per_clip"] = self.per_clip
+        return d
+
+
+class Metric(ABC):
+    """Streaming metric: ``update`` per clip pair, ``compute`` the aggregate, ``merge`` shards.
+
+    Subclasses declare ``name`` and ``higher_is_better``. The state is explicit (``state_names``)
+    so that ``merge`` of two shards equals one pass over their union.
+    """
+
+    name: ClassVar[str]
+    higher_is_better: ClassVar[bool]
+
+    def __init__(self) -> None:
+        self.reset()
+
+    @abstractmethod
+    def reset(self) -> None: ...
+
+    @abstractmethod
+    def update(self, generated: Clip, ground_truth: Clip) -> float | None:
+        """Add one clip pair; returns its per-clip value when the metric has one."""
+
+    @abstractmethod
+    def compute(self) -> MetricResult: ...
+
+    @abstractmethod
+    def merge(self, other: Metric) -> Metric:
+        """Fold ``other``'s state into this one (in place) and return ``self``."""
+
+    def _check_merge(self, other: Metric) -> None:
+        if type(other) is not type(self):
+            raise TypeError(f"cannot merge {type(other).__name__} into {type(self).__name__}")
+
+
+class PerClipMeanMetric(Metric):
+    """A metric whose aggregate is the mean of a per-clip value (SSIM, PSNR, CPBD, LMD, ...).
+
+    State: ``per_clip`` (clip id -> value). Merging takes the union; the same clip id in both shards
+    is an error (it would be counted twice).
+    """
+
+    def reset(self) -> None:
+        self.per_clip: dict[str, float] = {}
+
+    @abstractmethod
+    def score(self, generated: Clip, ground_truth: Clip) -> float:
+        """The pure per-clip function, on aligned clips."""
+
+    def update(self, generated: Clip, ground_truth: Clip) -> float:
+        gen, gt = align(generated, ground_truth)
+        value = float(self.score(gen, gt))
+        key = gt.clip_id or f"clip{len(self.per_clip):06d}"
+        if key in self.per_clip:
+            raise ValueError(f"{self.name}: clip id {key!r} was already scored")
+        self.per_clip[key] = value
+        return value
+
+    def aggregate(self, values: list[float]) -> float | None:
+        finite = [v for v in values if math.isfinite(v)]
+        return float(np.mean(finite)) if finite else None
+
+    def compute(self) -> MetricResult:
+        vals = list(self.per_clip.values())
+        return MetricResult(
+            self.name, self.aggregate(vals), self.higher_is_better, len(vals), dict(self.per_clip)
+        )
+
+    def merge(self, other: Metric) -> Metric:
+        self._check_merge(other)
+        assert isinstance(other, PerClipMeanMetric)
+        dup = self.per_clip.keys() & other.per_clip.keys()
+        if dup:
+            raise ValueError(f"{self.name}: shards share clip ids {sorted(dup)[:3]}")
+        self.per_clip.update(other.per_clip)
+        return self

@@ -1,0 +1,149 @@
+"""Typed configuration of shv-build. One :class:`BuildConfig` per run, hashed into every manifest row.
+
+Every default is documented next to its field. A YAML file (``--config``) may override any field
+using the same nesting, e.g.::
+
+    faces:
+      crop_scale: 0.8
+    filters:
+      min_sharpness: 40
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from shv_toolkit.errors import UsageError
+
+
+@dataclass
+class DownloadConfig:
+    retries: int = 3  # yt-dlp retries per request/fragment
+    socket_timeout: float = 30.0  # seconds per network operation
+    max_filesize_mb: float = 2048.0  # larger downloads are refused (also applied to local files)
+    max_duration_s: float = 4 * 3600.0  # longer sources are refused
+    format: str = "bv*[height<=1080]+ba/b[height<=1080]/bv*+ba/b"  # yt-dlp format selector
+    cookies: str | None = None  # Netscape cookies file (--cookies)
+    cookies_from_browser: str | None = None  # e.g. "firefox" or "chrome:Profile 1" (--cookies-from-browser)
+    rate_limit: str | None = None  # e.g. "2M" bytes/s (--limit-rate)
+    sleep_interval: float = 0.0  # seconds to sleep before each download (--sleep-interval)
+    max_sleep_interval: float | None = None  # random sleep in [sleep_interval, this]
+
+
+@dataclass
+class SceneConfig:
+    detector: Literal["content", "adaptive", "threshold", "hash", "histogram"] = "content"
+    threshold: float | None = None  # None: the detector's own default (content: 27.0)
+    min_scene_len_frames: int = 15  # PySceneDetect min_scene_len, at 25 fps
+    analysis_max_side: int = 640  # frames are downsized to this for scene and face analysis
+
+
+@dataclass
+class FaceConfig:
+    model_selection: int = 1  # mediapipe: 0 short range (<2 m), 1 full range
+    min_detection_confidence: float = 0.5
+    detect_stride: int = 1  # detect every N-th frame, interpolate boxes in between
+    iou_threshold: float = 0.3  # IoU linking detections into a track
+    max_gap_frames: int = 5  # a track survives this many frames without a detection
+    smooth_window: int = 25  # median filter window (frames) for box centre and size
+    crop_scale: float = 0.8  # face box side / crop side (the SINGER paper's 0.8)
+    out_of_frame: Literal["pad", "reject"] = "pad"  # crops that leave the frame: pad black or reject
+    max_pad_fraction: float = 0.25  # with "pad": reject when more than this share of the crop is padding
+
+
+@dataclass
+class ClipConfig:
+    fps: float = 25.0
+    clip_seconds: float = 2.0  # 50 frames at 25 fps
+    size: int = 512  # output side in pixels (square)
+    crf: int = 18  # x264 quality
+    preset: str = "veryfast"
+    sample_rate: int = 16000  # wav beside each clip (mono)
+    mp4_audio_rate: int = 16000  # AAC track of the mp4
+
+
+@dataclass
+class VocalsConfig:
+    backend: Literal["auto", "demucs", "spleeter", "none"] = "auto"
+    demucs_model_dir: str | None = None  # local directory with a demucs model (yaml + .th); never downloaded
+    demucs_model_name: str = "htdemucs"
+    device: str = "cpu"
+
+
+@dataclass
+class FilterConfig:
+    mode: Literal["filter", "score-only"] = "filter"
+    min_face_presence: float = 0.95  # share of frames with the tracked face detected
+    max_other_face_ratio: float = 0.5  # second face area / main face area (dominance)
+    min_face_size_px: float = 96.0  # median face box side in source pixels
+    min_sharpness: float = 15.0  # variance of Laplacian of the crop's grey face region
+    min_luminance: float = 40.0  # mean grey level (0..255)
+    max_luminance: float = 220.0
+    max_abs_yaw_deg: float = 45.0
+    max_abs_pitch_deg: float = 35.0
+    min_motion: float = 0.3  # mean abs frame difference (0..255): below = frozen / slideshow
+    max_static_frame_share: float = 0.5  # share of near-identical consecutive frames
+    min_loudness_db: float = -45.0  # RMS dBFS of the (vocals) audio
+    min_vocal_activity: float = 0.3  # share of 20 ms frames with voice energy
+    max_border_fraction: float = 0.15  # black (letterbox) border share inside the crop
+
+
+@dataclass
+class SplitConfig:
+    seed: int = 0
+    test_fraction: float = 0.2  # 4:1 train/test, decided per source
+
+
+@dataclass
+class BuildConfig:
+    download: DownloadConfig = field(default_factory=DownloadConfig)
+    scenes: SceneConfig = field(default_factory=SceneConfig)
+    faces: FaceConfig = field(default_factory=FaceConfig)
+    clips: ClipConfig = field(default_factory=ClipConfig)
+    vocals: VocalsConfig = field(default_factory=VocalsConfig)
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def config_hash(self) -> str:
+        """Hash of everything that changes the output (not of network/cookie settings)."""
+        d = self.to_dict()
+        for k in ("retries", "socket_timeout", "cookies", "cookies_from_browser", "rate_limit",
+                  "sleep_interval", "max_sleep_interval"):
+            d["download"].pop(k, None)
+        d["vocals"].pop("device", None)
+        blob = json.dumps(d, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BuildConfig:
+        cfg = cls()
+        for section, values in (data or {}).items():
+            if not hasattr(cfg, section):
+                raise UsageError(f"unknown config section {section!r}")
+            sub = getattr(cfg, section)
+            if not isinstance(values, dict):
+                raise UsageError(f"config section {section!r} must be a mapping")
+            names = {f.name for f in dataclasses.fields(sub)}
+            for k, v in values.items():
+                if k not in names:
+                    raise UsageError(f"unknown config key {section}.{k}")
+                setattr(sub, k, v)
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> BuildConfig:
+        import yaml
+
+        try:
+            data = yaml.safe_load(Path(path).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise UsageError(f"cannot read config {path}: {exc}") from exc
+        return cls.from_dict(data or {})

@@ -1,0 +1,358 @@
+"""The one place that knows how media is probed, decoded and encoded.
+
+Everything runs in-process through PyAV (its wheels ship FFmpeg with libx264 and AAC), so no
+subprocess is started per clip. Video is always handed out as RGB ``uint8`` arrays of shape
+``(H, W, 3)`` on a constant-frame-rate grid; audio as ``float32`` mono arrays.
+
+Conventions (used by every stage and by the metrics):
+
+* Time origin: the first decoded video frame is t = 0 (the stream's start_time is subtracted).
+* Constant frame rate resampling: output frame ``k`` at ``t_k = k / fps`` shows the source frame that
+  is on screen at ``t_k`` (the last frame whose timestamp is ``<= t_k + 1e-4``); frames are
+  duplicated or dropped as needed, like FFmpeg's ``fps`` filter with ``round=down``.
+* Rotation metadata (display matrix) is applied, so frames come out as a viewer shows them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from shv_toolkit.errors import MediaError
+
+log = logging.getLogger(__name__)
+
+_EPS = 1e-4
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    """What :func:`probe` learns about a file without decoding it all."""
+
+    path: str
+    container: str
+    duration: float
+    has_video: bool
+    has_audio: bool
+    width: int | None = None  # displayed width, after rotation
+    height: int | None = None
+    fps: float | None = None  # average frame rate
+    n_frames: int | None = None
+    rotation: int = 0
+    variable_frame_rate: bool = False
+    video_codec: str | None = None
+    audio_codec: str | None = None
+    audio_sample_rate: int | None = None
+    audio_channels: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _open(path: str | os.PathLike) -> av.container.InputContainer:
+    p = Path(path)
+    if not p.exists():
+        raise MediaError(f"file not found: {p}")
+    if p.stat().st_size == 0:
+        raise MediaError(f"empty file (0 bytes): {p.name}")
+    try:
+        return av.open(str(p), mode="r")
+    except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        raise MediaError(f"not a readable media file: {p.name} ({exc.__class__.__name__}: {exc})") from exc
+
+
+def _rotation_of(stream: av.video.stream.VideoStream, container: av.container.InputContainer) -> int:
+    """Rotation in degrees (multiple of 90) from the first frame's display matrix."""
+    try:
+        container.seek(0)
+        for frame in container.decode(stream):
+            return int(round(getattr(frame, "rotation", 0) or 0)) % 360
+    except av.FFmpegError:
+        return 0
+    return 0
+
+
+def probe(path: str | os.PathLike) -> MediaInfo:
+    """Read container and stream facts. Raises :class:`MediaError` on unreadable input."""
+    with _open(path) as c:
+        vstreams = list(c.streams.video)
+        astreams = list(c.streams.audio)
+        duration = float(c.duration / av.time_base) if c.duration else 0.0
+        info: dict = {
+            "path": str(path),
+            "container": c.format.name,
+            "duration": duration,
+            "has_video": bool(vstreams),
+            "has_audio": bool(astreams),
+        }
+        if astreams:
+            a = astreams[0]
+            info.update(
+                audio_codec=a.codec_context.name,
+                audio_sample_rate=int(a.rate or 0) or None,
+                audio_channels=int(a.channels or 0) or None,
+            )
+        if vstreams:
+            v = vstreams[0]
+            avg = float(v.average_rate) if v.average_rate else None
+            guessed = float(v.guessed_rate) if v.guessed_rate else None
+            fps = avg or guessed
+            vfr = bool(avg and guessed and abs(avg - guessed) / guessed > 0.01)
+            rot = _rotation_of(v, c)
+            w, h = v.codec_context.width, v.codec_context.height
+            if rot in (90, 270):
+                w, h = h, w
+            if v.duration and v.time_base:
+                duration = max(duration, float(v.duration * v.time_base))
+            info.update(
+                width=w,
+                height=h,
+                fps=fps,
+                n_frames=int(v.frames) or None,
+                rotation=rot,
+                variable_frame_rate=vfr,
+                video_codec=v.codec_context.name,
+                duration=duration,
+            )
+        return MediaInfo(**info)
+
+
+def _to_rgb(frame: av.VideoFrame, max_side: int | None) -> np.ndarray:
+    w, h = frame.width, frame.height
+    if max_side and max(w, h) > max_side:
+        s = max_side / max(w, h)
+        w, h = max(2, int(round(w * s / 2)) * 2), max(2, int(round(h * s / 2)) * 2)
+        img = frame.reformat(width=w, height=h, format="rgb24").to_ndarray()
+    else:
+        img = frame.to_ndarray(format="rgb24")
+    rot = int(round(getattr(frame, "rotation", 0) or 0)) % 360
+    if rot:
+        # display matrix angle is counter-clockwise; np.rot90 with k>0 rotates counter-clockwise
+        img = np.ascontiguousarray(np.rot90(img, k=rot // 90))
+    return img
+
+
+def iter_frames(
+    path: str | os.PathLike,
+    fps: float = 25.0,
+    start: float = 0.0,
+    end: float | None = None,
+    max_side: int | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(k, rgb)`` for the constant-rate grid ``t_k = k / fps`` with ``start <= t_k < end``.
+
+    ``k`` counts from 0 at the start of the file (not of the window), so indices from windows of
+    the same file agree. ``max_side`` downsizes frames (keeping aspect ratio) for analysis passes.
+    """
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    k = max(0, int(np.ceil(start * fps - _EPS)))
+    with _open(path) as c:
+        if not c.streams.video:
+            raise MediaError(f"no video stream: {Path(path).name}")
+        stream = c.streams.video[0]
+        stream.thread_type = "AUTO"
+        tb = float(stream.time_base)
+        t0 = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        if start > 0:
+            c.seek(int((start + t0) / tb), stream=stream, backward=True, any_frame=False)
+        prev: av.VideoFrame | None = None
+        prev_t = -1.0
+        try:
+            for frame in c.decode(stream):
+                if frame.pts is None:
+                    continue
+                t = frame.pts * tb - t0
+                # emit every grid point before this frame's time from the previous frame
+                while prev is not None and k / fps < t - _EPS:
+                    tk = k / fps
+                    if end is not None and tk >= end - _EPS:
+                        return
+                    if tk >= prev_t - _EPS:
+                        yield k, _to_rgb(prev, max_side)
+                    k += 1
+                prev, prev_t = frame, t
+            if prev is None:
+                raise MediaError(f"no decodable video frame: {Path(path).name}")
+            # last frame is shown for one nominal frame duration
+            nominal = 1.0 / float(stream.average_rate or stream.guessed_rate or fps)
+            while k / fps < prev_t + nominal - _EPS and (end is None or k / fps < end - _EPS):
+                yield k, _to_rgb(prev, max_side)
+                k += 1
+        except av.FFmpegError as exc:
+            raise MediaError(f"decoding failed in {Path(path).name} at frame {k}: {exc}") from exc
+
+
+def read_video(
+    path: str | os.PathLike,
+    fps: float = 25.0,
+    start: float = 0.0,
+    end: float | None = None,
+    max_side: int | None = None,
+) -> np.ndarray:
+    """All frames of :func:`iter_frames` as one ``(T, H, W, 3) uint8`` array."""
+    frames = [f for _, f in iter_frames(path, fps=fps, start=start, end=end, max_side=max_side)]
+    if not frames:
+        raise MediaError(f"no frames in [{start}, {end}) s of {Path(path).name}")
+    return np.stack(frames)
+
+
+def read_audio(
+    path: str | os.PathLike,
+    sample_rate: int = 16000,
+    start: float = 0.0,
+    end: float | None = None,
+    stream_index: int = 0,
+) -> np.ndarray:
+    """Decode one audio stream to mono ``float32`` at ``sample_rate``, samples ``[start, end)``.
+
+    Time 0 is the container's start, the same origin as :func:`iter_frames` for files whose streams
+    start together. Raises :class:`MediaError` when the file has no audio.
+    """
+    with _open(path) as c:
+        if len(c.streams.audio) <= stream_index:
+            raise MediaError(f"no audio stream #{stream_index}: {Path(path).name}")
+        stream = c.streams.audio[stream_index]
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        chunks: list[np.ndarray] = []
+        try:
+            for frame in c.decode(stream):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1))
+        except av.FFmpegError as exc:
+            raise MediaError(f"audio decoding failed in {Path(path).name}: {exc}") from exc
+    audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+    i0 = int(round(start * sample_rate))
+    i1 = None if end is None else int(round(end * sample_rate))
+    return audio[i0:i1]
+
+
+def _tmp_name(path: Path) -> Path:
+    return path.with_name(f".{path.stem}.partial{path.suffix}")
+
+
+class VideoWriter:
+    """Encode RGB frames (and optional mono audio) to H.264/AAC mp4, written atomically.
+
+    Frames go to a hidden temporary file that is renamed to ``path`` on :meth:`close`; if the
+    writer is abandoned (exception, kill) only the temporary file is left, never a half clip.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        fps: float,
+        width: int,
+        height: int,
+        crf: int = 18,
+        preset: str = "veryfast",
+        audio_rate: int | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.tmp = _tmp_name(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._c = av.open(str(self.tmp), mode="w", format="mp4")
+        self._v = self._c.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
+        self._v.width, self._v.height = width, height
+        self._v.pix_fmt = "yuv420p"
+        # deterministic output: fixed thread count makes x264 bit-exact across runs and machines
+        self._v.options = {"crf": str(crf), "preset": preset, "threads": "1"}
+        self._a = None
+        if audio_rate:
+            self._a = self._c.add_stream("aac", rate=audio_rate)
+            self._a.layout = "mono"
+            self._a.bit_rate = 128_000
+        self.n_frames = 0
+        self._closed = False
+
+    def write(self, frame: np.ndarray) -> None:
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(f"expected (H, W, 3) uint8 frame, got {frame.shape} {frame.dtype}")
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        vf.pts = self.n_frames
+        for packet in self._v.encode(vf):
+            self._c.mux(packet)
+        self.n_frames += 1
+
+    def write_audio(self, audio: np.ndarray) -> None:
+        if self._a is None:
+            raise ValueError("writer was opened without audio_rate")
+        pcm = np.ascontiguousarray(np.clip(audio, -1, 1).astype(np.float32).reshape(1, -1))
+        af = av.AudioFrame.from_ndarray(pcm, format="flt", layout="mono")
+        af.sample_rate = self._a.rate
+        af.pts = 0
+        for packet in self._a.encode(af):
+            self._c.mux(packet)
+
+    def close(self) -> Path:
+        if self._closed:
+            return self.path
+        for packet in self._v.encode(None):
+            self._c.mux(packet)
+        if self._a is not None:
+            for packet in self._a.encode(None):
+                self._c.mux(packet)
+        self._c.close()
+        self._closed = True
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        if not self._closed:
+            self._c.close()
+            self._closed = True
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_video(
+    path: str | os.PathLike,
+    frames: Iterable[np.ndarray] | np.ndarray,
+    fps: float = 25.0,
+    audio: np.ndarray | None = None,
+    sample_rate: int = 16000,
+    crf: int = 18,
+) -> Path:
+    """Write frames (and optional mono audio) to ``path`` atomically; returns the path."""
+    it = iter(frames)
+    try:
+        first = next(it)
+    except StopIteration:
+        raise ValueError("write_video needs at least one frame") from None
+    h, w = first.shape[:2]
+    with VideoWriter(path, fps, w, h, crf=crf, audio_rate=sample_rate if audio is not None else None) as wr:
+        wr.write(first)
+        for f in it:
+            wr.write(f)
+        if audio is not None:
+            wr.write_audio(audio)
+    return Path(path)
+
+
+def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int = 16000) -> Path:
+    """16-bit PCM wav, written atomically."""
+    import soundfile as sf
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(path)
+    sf.write(str(tmp), np.clip(audio, -1, 1).astype(np.float32), sample_rate, subtype="PCM_16", format="WAV")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,28 @@
+"""Session-wide fixtures. Real media comes from ../shared/media (CI always has it)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SHV_SHARED_DIR", REPO.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def shared_media() -> Path:
+    media = SHARED / "media"
+    if not (media / "README.md").is_file():
+        # not a skip: CI always has ../shared, so its absence is a broken checkout
+        raise RuntimeError(f"real test media not found at {media}; set SHV_SHARED_DIR")
+    return media
+
+
+@pytest.fixture(scope="session")
+def checkpoint_keys() -> Path:
+    keys = SHARED / "checkpoint-keys"
+    if not (keys / "README.md").is_file():
+        raise RuntimeError(f"checkpoint key references not found at {keys}; set SHV_SHARED_DIR")
+    return keys
