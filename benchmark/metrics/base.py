@@ -186,6 +186,11 @@ class Metric(ABC):
     @abstractmethod
     def compute(self) -> MetricResult: ...
 
+    def results(self) -> list[MetricResult]:
+        """Every reported number of this metric. Most report one; LSE reports LSE-D and LSE-C,
+        LMD reports mouth and full-face LMD. Tables and the CLI use this, not ``compute``."""
+        return [self.compute()]
+
     @abstractmethod
     def merge(self, other: Metric) -> Metric:
         """Fold ``other``'s state into this one (in place) and return ``self``."""
