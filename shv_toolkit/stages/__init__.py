@@ -1,0 +1,1 @@
+"""Pipeline stages of shv-build."""

@@ -1,0 +1,94 @@
+"""Analysis pass: ONE decode of a source feeds scene detection and face detection."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from shv_toolkit import media
+from shv_toolkit.config import FaceConfig, SceneConfig
+from shv_toolkit.errors import MediaError
+from shv_toolkit.stages.faces import Detection, FaceDetector
+from shv_toolkit.stages.scenes import Scene, SceneCutter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SourceAnalysis:
+    """What the analysis pass learnt about one source.
+
+    * ``n_frames``: grid frames ``0 .. n_frames-1`` at ``fps`` (see :func:`media.iter_frames`).
+    * ``width``/``height``: analysis frame size (downsized to ``SceneConfig.analysis_max_side``).
+    * ``src_width``/``src_height``: displayed source size (after rotation); crops use these.
+    * ``scenes``: all scenes, covering ``[0, n_frames)``.
+    * ``detections``: grid frame -> faces, for every frame the detector ran on (see faces.py).
+    * ``detect_stride``: the stride used; ``seconds``: wall time of the pass.
+    """
+
+    path: str
+    fps: float
+    n_frames: int
+    width: int
+    height: int
+    src_width: int
+    src_height: int
+    scenes: list[Scene]
+    detections: dict[int, list[Detection]] = field(default_factory=dict)
+    detect_stride: int = 1
+    seconds: float = 0.0
+
+
+def analyse_source(
+    path: str | os.PathLike,
+    scene_cfg: SceneConfig,
+    face_cfg: FaceConfig,
+    fps: float = 25.0,
+    progress: bool = True,
+) -> SourceAnalysis:
+    """Decode ``path`` once at analysis resolution; detect scenes on every frame and faces on
+    every ``face_cfg.detect_stride``-th grid frame (``k % stride == 0``) and on the last frame.
+
+    Raises :class:`shv_toolkit.errors.MediaError` for unreadable input.
+    """
+    t0 = time.perf_counter()
+    info = media.probe(path)
+    if not info.has_video or not info.width or not info.height:
+        raise MediaError(f"no video stream: {Path(path).name}")
+    stride = max(1, int(face_cfg.detect_stride))
+    cutter = SceneCutter(scene_cfg, fps=fps)
+    detections: dict[int, list[Detection]] = {}
+    n = 0
+    size = (0, 0)
+    total = int(round(info.duration * fps)) or None
+    last_frame = None
+    with FaceDetector(face_cfg) as det, tqdm(
+        total=total, desc=f"analyse {Path(path).name[:30]}", unit="f", disable=not progress,
+        leave=False,
+    ) as bar:
+        for k, frame in media.iter_frames(path, fps=fps, max_side=scene_cfg.analysis_max_side):
+            if n == 0:
+                size = (frame.shape[1], frame.shape[0])
+            cutter.push(k, frame)
+            if k % stride == 0:
+                detections[k] = det.detect(frame)
+                last_frame = None
+            else:
+                last_frame = (k, frame)
+            n = k + 1
+            bar.update(1)
+        if last_frame is not None:  # close the last stride interval so tracks reach the end
+            detections[last_frame[0]] = det.detect(last_frame[1])
+    scenes = cutter.finish(n)
+    dt = time.perf_counter() - t0
+    log.info("analysed %s: %d frames, %d scenes, %.1f s", Path(path).name, n, len(scenes), dt)
+    return SourceAnalysis(
+        path=str(path), fps=fps, n_frames=n, width=size[0], height=size[1],
+        src_width=int(info.width), src_height=int(info.height), scenes=scenes,
+        detections=detections, detect_stride=stride, seconds=dt,
+    )

@@ -1,0 +1,127 @@
+"""THE definition of the SHV face crop (used by rendering, filters and the schema doc).
+
+Coordinates are continuous source-pixel coordinates of the displayed (rotation-applied) source
+frame of width ``W`` and height ``H``: x runs from 0 (left edge of the frame) to ``W`` (right
+edge), y from 0 (top) to ``H`` (bottom); pixel ``(i, j)`` covers ``[i, i+1) x [j, j+1)``.
+
+Definition of the crop of one frame, given the track's median-smoothed face box
+``(x0, y0, x1, y1)`` in normalised coordinates (see :mod:`shv_toolkit.stages.faces`):
+
+1. Face box in source pixels: ``bw = (x1 - x0) * W``, ``bh = (y1 - y0) * H``; centre
+   ``cx = (x0 + x1) / 2 * W``, ``cy = (y0 + y1) / 2 * H``.
+2. Face box side ``face_side = max(bw, bh)``.
+3. Crop square: centre ``(cx, cy)``, side ``side = face_side / crop_scale`` (crop_scale 0.8: the
+   face box side is 0.8 of the crop side). This is the :class:`CropBox` ``(cx, cy, side)``.
+4. Pixel rectangle actually cut: ``n = max(1, round(side))`` pixels square, top-left pixel
+   ``(ox, oy) = (floor(cx - n/2 + 0.5), floor(cy - n/2 + 0.5))`` (i.e. the n x n pixel square
+   whose centre is nearest to ``(cx, cy)``); pixels outside the frame are black (RGB 0, 0, 0).
+5. The ``n x n`` square is resized to ``out_size x out_size`` (default 512) with OpenCV
+   ``INTER_AREA`` when shrinking (``n > out_size``), ``INTER_CUBIC`` when enlarging.
+
+Out of frame: ``pad_fraction`` = share of the ``n x n`` square's pixels outside the frame. For a
+clip, the recorded ``pad_fraction`` is the maximum over its frames. With ``out_of_frame = "pad"``
+a clip is accepted when that maximum is ``<= max_pad_fraction`` (default 0.25), otherwise it is
+rejected with reason ``crop_out_of_frame``; with ``out_of_frame = "reject"`` any padding
+(``pad_fraction > 0``) rejects the clip.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from shv_toolkit.config import FaceConfig
+from shv_toolkit.stages.faces import Track
+
+#: drop reason recorded for clips whose crop leaves the frame beyond the policy
+REJECT_REASON = "crop_out_of_frame"
+
+
+@dataclass(frozen=True)
+class CropBox:
+    """Square crop centred on ``(cx, cy)`` with side ``side``, all in source pixels."""
+
+    cx: float
+    cy: float
+    side: float
+
+    def rect(self) -> tuple[int, int, int]:
+        """Integer pixel square ``(ox, oy, n)``: columns ``ox..ox+n-1``, rows ``oy..oy+n-1``."""
+        return _rect(self.cx, self.cy, self.side)
+
+    def pad_fraction(self, frame_w: int, frame_h: int) -> float:
+        """Share of the crop's pixels that lie outside a ``frame_w x frame_h`` frame (0..1)."""
+        ox, oy, n = self.rect()
+        iw = max(0, min(ox + n, frame_w) - max(ox, 0))
+        ih = max(0, min(oy + n, frame_h) - max(oy, 0))
+        return 1.0 - (iw * ih) / float(n * n)
+
+
+def _rect(cx: float, cy: float, side: float) -> tuple[int, int, int]:
+    n = max(1, int(round(side)))
+    return math.floor(cx - n / 2 + 0.5), math.floor(cy - n / 2 + 0.5), n
+
+
+def crop_boxes(track: Track, frame_w: int, frame_h: int, cfg: FaceConfig) -> np.ndarray:
+    """``(N, 3)`` float array of ``(cx, cy, side)`` in source pixels for every frame of ``track``
+    (pass the smoothed track: :func:`shv_toolkit.stages.faces.smooth_track`)."""
+    if not 0 < cfg.crop_scale <= 1:
+        raise ValueError(f"crop_scale must be in (0, 1], got {cfg.crop_scale}")
+    b = np.asarray(track.boxes, dtype=np.float64)
+    cx = (b[:, 0] + b[:, 2]) / 2 * frame_w
+    cy = (b[:, 1] + b[:, 3]) / 2 * frame_h
+    face_side = np.maximum((b[:, 2] - b[:, 0]) * frame_w, (b[:, 3] - b[:, 1]) * frame_h)
+    return np.stack([cx, cy, face_side / cfg.crop_scale], axis=1)
+
+
+def face_side_px(boxes: np.ndarray, cfg: FaceConfig) -> np.ndarray:
+    """Face box side in source pixels from crop boxes (inverse of step 3)."""
+    return np.asarray(boxes)[:, 2] * cfg.crop_scale
+
+
+def pad_fractions(boxes: np.ndarray, frame_w: int, frame_h: int) -> np.ndarray:
+    """Per-frame :meth:`CropBox.pad_fraction` for an ``(N, 3)`` box array."""
+    return np.array([CropBox(*map(float, b)).pad_fraction(frame_w, frame_h) for b in boxes])
+
+
+@dataclass(frozen=True)
+class CropDecision:
+    """Out-of-frame verdict for a clip: ``ok`` False means drop with ``reason``."""
+
+    ok: bool
+    pad_fraction: float
+    reason: str | None = None
+
+
+def crop_decision(boxes: np.ndarray, frame_w: int, frame_h: int, cfg: FaceConfig) -> CropDecision:
+    """Apply ``cfg.out_of_frame`` / ``cfg.max_pad_fraction`` to a clip's ``(N, 3)`` crop boxes."""
+    pf = float(pad_fractions(boxes, frame_w, frame_h).max()) if len(boxes) else 0.0
+    if cfg.out_of_frame == "reject":
+        ok = pf <= 0.0
+    elif cfg.out_of_frame == "pad":
+        ok = pf <= cfg.max_pad_fraction
+    else:
+        raise ValueError(f"unknown out_of_frame policy {cfg.out_of_frame!r}")
+    return CropDecision(ok, pf, None if ok else REJECT_REASON)
+
+
+def apply_crop(frame: np.ndarray, box: CropBox | np.ndarray | tuple, out_size: int) -> np.ndarray:
+    """Cut the crop square of ``box`` from ``frame`` (RGB uint8, source resolution), black outside
+    the frame, resized to ``(out_size, out_size, 3)`` uint8 (see the module docstring)."""
+    cx, cy, side = (box.cx, box.cy, box.side) if isinstance(box, CropBox) else map(float, box)
+    ox, oy, n = _rect(cx, cy, side)
+    h, w = frame.shape[:2]
+    xa, ya, xb, yb = max(ox, 0), max(oy, 0), min(ox + n, w), min(oy + n, h)
+    if xa == ox and ya == oy and xb == ox + n and yb == oy + n:
+        sq = frame[oy:oy + n, ox:ox + n]
+    else:
+        sq = np.zeros((n, n, 3), np.uint8)
+        if xb > xa and yb > ya:
+            sq[ya - oy:yb - oy, xa - ox:xb - ox] = frame[ya:yb, xa:xb]
+    if n == out_size:
+        return np.ascontiguousarray(sq)
+    interp = cv2.INTER_AREA if n > out_size else cv2.INTER_CUBIC
+    return cv2.resize(sq, (out_size, out_size), interpolation=interp)
