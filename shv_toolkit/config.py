@@ -77,20 +77,35 @@ class VocalsConfig:
 
 @dataclass
 class FilterConfig:
-    mode: Literal["filter", "score-only"] = "filter"
-    min_face_presence: float = 0.95  # share of frames with the tracked face detected
-    max_other_face_ratio: float = 0.5  # second face area / main face area (dominance)
-    min_face_size_px: float = 96.0  # median face box side in source pixels
-    min_sharpness: float = 15.0  # variance of Laplacian of the crop's grey face region
-    min_luminance: float = 40.0  # mean grey level (0..255)
-    max_luminance: float = 220.0
-    max_abs_yaw_deg: float = 45.0
-    max_abs_pitch_deg: float = 35.0
-    min_motion: float = 0.3  # mean abs frame difference (0..255): below = frozen / slideshow
-    max_static_frame_share: float = 0.5  # share of near-identical consecutive frames
-    min_loudness_db: float = -45.0  # RMS dBFS of the (vocals) audio
-    min_vocal_activity: float = 0.3  # share of 20 ms frames with voice energy
-    max_border_fraction: float = 0.15  # black (letterbox) border share inside the crop
+    """Quality filter thresholds (pipeline step 7, shv_toolkit.stages.filters).
+
+    Every threshold may be set to ``None`` to disable its filter. Defaults were calibrated on the real
+    face videos in ../shared/media (all of their clips pass) and on degraded copies of them (blurred,
+    darkened, frozen, letterboxed, silent: each fails on its own filter); see manifests/SCHEMA.md.
+    """
+
+    mode: Literal["filter", "score-only"] = "filter"  # "score-only": keep every clip, still score
+    min_face_presence: float | None = 0.95  # share of frames with the tracked face detected
+    max_other_face_ratio: float | None = 0.5  # p95 of second face area / main face area (dominance)
+    min_face_size_px: float | None = 96.0  # median face box side in source pixels
+    min_luminance: float | None = 40.0  # mean grey level (0..255) of the face region
+    max_luminance: float | None = 220.0
+    max_border_fraction: float | None = 0.25  # black bar (letterbox/pillarbox/padding) share of the crop;
+    # 0.25 = FaceConfig.max_pad_fraction, so a crop the face stage accepts is not dropped for its padding
+    min_sharpness: float | None = 15.0  # variance of Laplacian of the grey face region at source resolution
+    min_motion: float | None = 0.15  # mean abs frame difference (128x128 grey, 0..255): below = frozen
+    max_static_frame_share: float | None = 0.6  # near-identical consecutive pairs (12.5 fps source: 0.5)
+    max_abs_yaw_deg: float | None = 45.0  # median |yaw| from face-mesh landmarks
+    max_abs_pitch_deg: float | None = 35.0  # median |pitch|
+    min_loudness_db: float | None = -45.0  # RMS dBFS of the vocals stem (of the mix without one)
+    min_vocal_activity: float | None = 0.3  # share of 20 ms frames with voice-band energy
+    # --- how the scores are measured (not thresholds)
+    sample_stride: int = 5  # sharpness, luminance, borders and pose use every 5th frame (10 of 50)
+    face_region_fraction: float = 0.6  # central share of the crop side used as the face region
+    border_black_level: float = 24.0  # grey level at or below which a bar pixel counts as black
+    static_frame_diff: float = 0.02  # mean abs difference (128x128 grey) at or below which frames are "same"
+    vad_floor_db: float = -50.0  # absolute floor of the vocal activity threshold (voice band, dBFS)
+    vad_relative_db: float = 30.0  # activity threshold = max(floor, 95th percentile level - this)
 
 
 @dataclass

@@ -162,8 +162,9 @@ def pose_from_points(points_2d: np.ndarray, width: int, height: int) -> tuple[fl
 
     Pinhole camera with focal length = image width and the principal point at the centre, no lens
     distortion; ``cv2.solvePnP`` (iterative) fits the generic head model, and the rotation is
-    decomposed into Euler angles (``cv2.RQDecomp3x3``): pitch about the x axis (positive = looking
-    down), yaw about the y axis (sign follows the image: a mirrored face has the opposite yaw).
+    decomposed into Euler angles with ``cv2.RQDecomp3x3``, i.e. ``R = Ry(yaw) @ Rx(pitch) @ Rz(roll)``
+    in camera axes: yaw about the vertical axis (sign follows the image: a mirrored face has the
+    opposite yaw), pitch about the horizontal axis.
     """
     cam = np.array([[width, 0.0, width / 2.0], [0.0, width, height / 2.0], [0.0, 0.0, 1.0]])
     ok, rvec, _tvec = cv2.solvePnP(
