@@ -45,7 +45,13 @@ class SceneConfig:
 
 @dataclass
 class FaceConfig:
-    model_selection: int = 1  # mediapipe: 0 short range (<2 m), 1 full range
+    # mediapipe BlazeFace model: 0 short range (faces within ~2 m, i.e. head shots), 1 full range.
+    # Default 0: measured 3x faster (1.4-2 ms vs 4.5-6.4 ms per frame) and on all real test media it
+    # found the face on every frame with higher scores, while full range missed 5% of a close-up.
+    model_selection: int = 0
+    # Run this model on frames where model_selection finds no face (None: never). The short-range
+    # model misses faces narrower than ~12% of the frame width; full range finds them down to ~6%.
+    fallback_model_selection: int | None = 1
     min_detection_confidence: float = 0.5
     detect_stride: int = 1  # detect every N-th frame, interpolate boxes in between
     iou_threshold: float = 0.3  # IoU linking detections into a track

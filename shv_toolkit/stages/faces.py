@@ -33,6 +33,7 @@ class Detection:
     x1: float
     y1: float
     score: float
+    model: int = 0  # mediapipe model_selection that produced it (0 short range, 1 full range)
 
     @property
     def box(self) -> np.ndarray:
@@ -48,6 +49,7 @@ class FaceDetector:
 
     ``cfg.model_selection`` 0 is the short-range model (faces within ~2 m), 1 the full-range model;
     both ``.tflite`` files ship inside the mediapipe 0.10.21 wheel, so nothing is downloaded.
+    The legacy solution graph has no temporal state: each frame is detected independently.
     Use as a context manager (or call :meth:`close`).
     """
 
@@ -60,36 +62,54 @@ class FaceDetector:
                 "mediapipe face detection is unavailable (mediapipe 0.10.21 ships its models): "
                 f"{exc}"
             ) from exc
+        models = [int(cfg.model_selection)]
+        fb = getattr(cfg, "fallback_model_selection", None)
+        if fb is not None and int(fb) != models[0]:
+            models.append(int(fb))
+        self._models: list[tuple[int, object]] = []
         try:
-            self._fd = mp_fd.FaceDetection(
-                model_selection=int(cfg.model_selection),
-                min_detection_confidence=float(cfg.min_detection_confidence),
-            )
-        except (RuntimeError, FileNotFoundError) as exc:
+            for m in models:
+                self._models.append(
+                    (m, mp_fd.FaceDetection(model_selection=m,
+                                            min_detection_confidence=float(cfg.min_detection_confidence)))
+                )
+        except (RuntimeError, FileNotFoundError, ValueError) as exc:
+            self.close()
             raise MissingWeightsError(f"mediapipe face detection model could not be loaded: {exc}") from exc
 
     def detect(self, frame_rgb: np.ndarray) -> list[Detection]:
-        """Faces in one ``(H, W, 3)`` uint8 RGB frame, highest score first."""
-        res = self._fd.process(np.ascontiguousarray(frame_rgb))
+        """Faces in one ``(H, W, 3)`` uint8 RGB frame, highest score first.
+
+        The primary model (``cfg.model_selection``) runs first; only when it finds nothing does the
+        fallback model (``cfg.fallback_model_selection``) run. ``Detection.model`` says which found it.
+        """
+        img = np.ascontiguousarray(frame_rgb)
         out: list[Detection] = []
-        for d in res.detections or ():
-            bb = d.location_data.relative_bounding_box
-            if bb.width <= 0 or bb.height <= 0:
-                continue
-            out.append(
-                Detection(
-                    float(bb.xmin),
-                    float(bb.ymin),
-                    float(bb.xmin + bb.width),
-                    float(bb.ymin + bb.height),
-                    float(d.score[0]) if d.score else 0.0,
+        for model, fd in self._models:
+            res = fd.process(img)
+            for d in res.detections or ():
+                bb = d.location_data.relative_bounding_box
+                if bb.width <= 0 or bb.height <= 0:
+                    continue
+                out.append(
+                    Detection(
+                        float(bb.xmin),
+                        float(bb.ymin),
+                        float(bb.xmin + bb.width),
+                        float(bb.ymin + bb.height),
+                        float(d.score[0]) if d.score else 0.0,
+                        model,
+                    )
                 )
-            )
+            if out:
+                break
         out.sort(key=lambda d: -d.score)
         return out
 
     def close(self) -> None:
-        self._fd.close()
+        for _, fd in self._models:
+            fd.close()
+        self._models = []
 
     def __enter__(self) -> FaceDetector:
         return self

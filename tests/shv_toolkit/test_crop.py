@@ -1,0 +1,103 @@
+"""Crop geometry: face box fills crop_scale of the side, black padding outside the frame, policies."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from shv_toolkit import media
+from shv_toolkit.config import FaceConfig
+from shv_toolkit.stages.crop import (
+    REJECT_REASON,
+    CropBox,
+    apply_crop,
+    crop_boxes,
+    crop_decision,
+    face_side_px,
+    pad_fractions,
+)
+from shv_toolkit.stages.faces import FaceDetector, Track
+
+CFG = FaceConfig()
+
+
+def _track(boxes) -> Track:
+    b = np.asarray(boxes, dtype=np.float64)
+    n = len(b)
+    return Track(0, np.arange(n), b, np.ones(n, bool), np.ones(n, bool), np.ones(n), np.zeros(n))
+
+
+def test_crop_box_side_is_face_side_over_scale():
+    # 640x360 frame; face box 0.2 W wide (128 px) and 0.3 H tall (108 px) -> face side 128 px
+    t = _track([[0.4, 0.3, 0.6, 0.6]])
+    (cx, cy, side), = crop_boxes(t, 640, 360, CFG)
+    assert (cx, cy) == pytest.approx((320.0, 162.0))
+    assert side == pytest.approx(128 / 0.8)
+    assert face_side_px(np.array([[cx, cy, side]]), CFG)[0] == pytest.approx(128)
+    # height-dominated box
+    (_, _, side2), = crop_boxes(_track([[0.45, 0.1, 0.55, 0.9]]), 640, 360, replace(CFG, crop_scale=0.5))
+    assert side2 == pytest.approx(0.8 * 360 / 0.5)
+    with pytest.raises(ValueError):
+        crop_boxes(t, 640, 360, replace(CFG, crop_scale=1.5))
+
+
+def test_apply_crop_exact_pixels_inside_frame():
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (360, 640, 3), dtype=np.uint8)
+    box = CropBox(300.3, 150.6, 100.0)
+    assert box.rect() == (250, 101, 100)  # n x n square whose centre is nearest (cx, cy)
+    out = apply_crop(frame, box, 100)  # same size: no resampling, exact copy
+    np.testing.assert_array_equal(out, frame[101:201, 250:350])
+    assert box.pad_fraction(640, 360) == 0.0
+    big = apply_crop(frame, box, 512)
+    assert big.shape == (512, 512, 3) and big.dtype == np.uint8
+
+
+def test_apply_crop_pads_black_at_frame_edges():
+    frame = np.full((360, 640, 3), 200, np.uint8)
+    box = CropBox(0.0, 0.0, 200.0)  # centred on the top-left corner: 3/4 outside
+    assert box.pad_fraction(640, 360) == pytest.approx(0.75)
+    out = apply_crop(frame, box, 200)
+    assert (out[:100, :] == 0).all() and (out[:, :100] == 0).all()
+    assert (out[100:, 100:] == 200).all()
+    assert (out == 0).all(axis=2).mean() == pytest.approx(0.75)
+    # entirely outside: all black, pad fraction 1
+    assert not apply_crop(frame, CropBox(-500, -500, 100), 64).any()
+    assert CropBox(-500, -500, 100).pad_fraction(640, 360) == 1.0
+
+
+def test_out_of_frame_policies():
+    inside = np.array([[320, 180, 100], [330, 180, 100.0]])
+    edge = np.array([[320, 180, 100], [20, 180, 100.0]])  # second frame: 30 of 100 columns outside
+    assert pad_fractions(edge, 640, 360)[1] == pytest.approx(0.3)
+    d = crop_decision(inside, 640, 360, CFG)
+    assert d.ok and d.pad_fraction == 0.0 and d.reason is None
+    d = crop_decision(edge, 640, 360, CFG)  # pad mode, 0.3 > max_pad_fraction 0.25
+    assert not d.ok and d.reason == REJECT_REASON and d.pad_fraction == pytest.approx(0.3)
+    d = crop_decision(edge, 640, 360, replace(CFG, max_pad_fraction=0.35))
+    assert d.ok and d.pad_fraction == pytest.approx(0.3)
+    reject = replace(CFG, out_of_frame="reject")
+    assert crop_decision(inside, 640, 360, reject).ok
+    slight = np.array([[50, 180, 102.0]])  # columns -1..100: one column outside
+    assert pad_fractions(slight, 640, 360)[0] == pytest.approx(1 / 102)
+    assert not crop_decision(slight, 640, 360, reject).ok
+    assert crop_decision(np.array([[50, 180, 101.0]]), 640, 360, reject).ok  # columns 0..100
+    assert crop_decision(slight, 640, 360, CFG).ok
+
+
+def test_face_fills_crop_scale_of_real_crop(shared_media):
+    """Crop a real frame by the definition, detect again in the crop: the face box side is
+    crop_scale of the crop side (same detector, so up to its small scale jitter)."""
+    frame = media.read_video(shared_media / "WolfgangLanger_Pexels.mp4", start=3.0, end=3.04)[0]
+    h, w = frame.shape[:2]
+    cfg = replace(CFG, crop_scale=0.5)  # room around the face so the detector sees all of it
+    with FaceDetector(cfg) as det:
+        (d,) = det.detect(frame)
+        (box,) = crop_boxes(_track([d.box]), w, h, cfg)
+        crop = apply_crop(frame, box, 256)
+        (d2,) = det.detect(crop)
+    side2 = max(d2.x1 - d2.x0, d2.y1 - d2.y0)
+    assert side2 == pytest.approx(0.5, abs=0.05)
+    assert ((d2.x0 + d2.x1) / 2, (d2.y0 + d2.y1) / 2) == pytest.approx((0.5, 0.5), abs=0.05)

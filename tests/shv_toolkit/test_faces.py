@@ -1,0 +1,156 @@
+"""Face detection (mediapipe, real frames) and IoU tracking / smoothing."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import cv2
+import numpy as np
+import pytest
+
+from shv_toolkit import media
+from shv_toolkit.config import FaceConfig, SceneConfig
+from shv_toolkit.stages.analysis import analyse_source
+from shv_toolkit.stages.crop import crop_boxes
+from shv_toolkit.stages.faces import Detection, FaceDetector, Track, iou, smooth_track, track_faces
+from shv_toolkit.stages.scenes import Scene
+
+CFG = FaceConfig()
+
+
+@pytest.fixture(scope="module")
+def single(shared_media):
+    """single_face.mp4 (2.4 s, 60 grid frames) analysed in one pass."""
+    return analyse_source(shared_media / "single_face.mp4", SceneConfig(), CFG, progress=False)
+
+
+@pytest.fixture(scope="module")
+def franck_piece(shared_media, tmp_path_factory):
+    path = tmp_path_factory.mktemp("faces") / "franck4s.mp4"
+    media.write_video(path, media.read_video(shared_media / "franck.mp4", start=20.0, end=24.0))
+    return path, analyse_source(path, SceneConfig(), CFG, progress=False)
+
+
+@pytest.fixture(scope="module")
+def two_face_frames(shared_media):
+    """Real frames side by side: the single_face man (left) and the Pexels woman (right)."""
+    a = media.read_video(shared_media / "single_face.mp4", end=0.4)
+    b = media.read_video(shared_media / "WolfgangLanger_Pexels.mp4", start=3.0, end=3.4)
+    b = np.stack([cv2.resize(f, (a.shape[2], a.shape[1])) for f in b])
+    return np.concatenate([a, b], axis=2)  # (10, 360, 1280, 3)
+
+
+def test_detector_finds_the_face(single):
+    assert (single.width, single.height) == (640, 360)
+    assert (single.src_width, single.src_height) == (640, 360)
+    assert single.n_frames == 60 and sorted(single.detections) == list(range(60))
+    assert all(len(d) == 1 for d in single.detections.values())
+    d = single.detections[30][0]
+    # the man's face is in the middle third of the frame, a plausible face size
+    assert 0.3 < (d.x0 + d.x1) / 2 < 0.7 and 0.2 < (d.y0 + d.y1) / 2 < 0.8
+    assert 0.1 < d.x1 - d.x0 < 0.5 and d.score > 0.8
+
+
+def test_no_face_on_a_faceless_frame(two_face_frames):
+    with FaceDetector(CFG) as det:
+        assert det.detect(np.zeros((360, 640, 3), np.uint8)) == []
+        # the top-left corner of a real frame holds no face
+        assert det.detect(np.ascontiguousarray(two_face_frames[0][:100, :100])) == []
+
+
+def test_one_track_on_a_single_face_video(single):
+    tracks = track_faces(single.detections, single.scenes[0], CFG)
+    assert len(tracks) == 1
+    t = tracks[0]
+    assert t.track_id == 0 and list(t.frames) == list(range(60))
+    assert t.detected.all() and t.present.all() and (t.other_face_ratio == 0).all()
+    assert (t.scores > 0.5).all()
+
+
+def test_face_inside_crop_on_franck(franck_piece):
+    _, an = franck_piece
+    assert len(an.scenes) == 1 and an.n_frames == 100
+    tracks = track_faces(an.detections, an.scenes[0], CFG)
+    assert len(tracks) == 1 and len(tracks[0]) == 100
+    sm = smooth_track(tracks[0], CFG)
+    boxes = crop_boxes(sm, an.src_width, an.src_height, CFG)
+    for i, k in enumerate(sm.frames):
+        d = an.detections[int(k)][0]
+        fx, fy = (d.x0 + d.x1) / 2 * an.src_width, (d.y0 + d.y1) / 2 * an.src_height
+        cx, cy, side = boxes[i]
+        # raw face centre well inside the crop (within 15% of the side of its centre)
+        assert abs(fx - cx) < 0.15 * side and abs(fy - cy) < 0.15 * side
+
+
+def test_two_faces_give_two_tracks(two_face_frames):
+    with FaceDetector(CFG) as det:
+        dets = {k: det.detect(f) for k, f in enumerate(two_face_frames)}
+    assert all(len(d) == 2 for d in dets.values())
+    tracks = track_faces(dets, Scene(0, len(two_face_frames)), CFG)
+    assert len(tracks) == 2
+    sides = sorted(((t.boxes[:, 0] + t.boxes[:, 2]).mean() / 2 for t in tracks))
+    assert sides[0] < 0.5 < sides[1]  # one subject per half
+    for t in tracks:
+        assert len(t) == len(two_face_frames) and t.detected.all()
+        assert (t.other_face_ratio > 0).all()
+    # ratios are reciprocal: other/main for one track is main/other for the other
+    r = tracks[0].other_face_ratio * tracks[1].other_face_ratio
+    np.testing.assert_allclose(r, 1.0, rtol=1e-9)
+
+
+def _synthetic(n: int, drop: set[int]) -> dict[int, list[Detection]]:
+    out = {}
+    for k in range(n):
+        x = 0.3 + 0.002 * k
+        out[k] = [] if k in drop else [Detection(x, 0.2, x + 0.2, 0.5, 0.9)]
+    return out
+
+
+def test_gaps_are_interpolated_and_long_gaps_split():
+    cfg = replace(CFG, max_gap_frames=5)
+    tracks = track_faces(_synthetic(40, {10, 11, 12}), Scene(0, 40), cfg)
+    assert len(tracks) == 1
+    t = tracks[0]
+    assert list(np.flatnonzero(~t.detected)) == [10, 11, 12]
+    assert t.analysed.all() and not t.present[10:13].any()
+    np.testing.assert_allclose(t.boxes[11, 0], 0.3 + 0.002 * 11)  # linear interpolation
+    assert (t.scores[10:13] == 0).all()
+    long_gap = track_faces(_synthetic(40, set(range(10, 20))), Scene(0, 40), cfg)
+    assert [(int(x.frames[0]), int(x.frames[-1])) for x in long_gap] == [(20, 39), (0, 9)]
+    # the scene bounds the track
+    assert len(track_faces(_synthetic(40, set()), Scene(5, 25), cfg)[0]) == 20
+
+
+def test_strided_detection_counts_as_present():
+    cfg = replace(CFG, detect_stride=3, max_gap_frames=0)
+    full = _synthetic(31, set())
+    strided = {k: v for k, v in full.items() if k % 3 == 0}
+    (t,) = track_faces(strided, Scene(0, 31), cfg)
+    assert len(t) == 31 and t.detected.sum() == 11 and t.analysed.sum() == 11
+    assert t.present.all()
+    np.testing.assert_allclose(t.boxes, np.array([d[0].box for d in full.values()]), atol=1e-12)
+
+
+def test_smoothing_removes_outliers_keeps_steady_box():
+    dets = _synthetic(51, set())
+    k = 25
+    d = dets[k][0]
+    dets[k] = [Detection(d.x0 + 0.05, d.y0, d.x1 + 0.05, d.y1, 0.9)]  # one-frame jump
+    (t,) = track_faces(dets, Scene(0, 51), replace(CFG, iou_threshold=0.1))
+    s = smooth_track(t, CFG)
+    assert s.smoothed and not t.smoothed
+    clean = np.array([v[0].box for v in _synthetic(51, set()).values()])
+    # the 0.05 jump is gone: at most one frame's motion (0.002) away from the clean box
+    np.testing.assert_allclose(s.boxes[k], clean[k], atol=0.002 + 1e-12)
+    assert abs(t.boxes[k, 0] - clean[k, 0]) > 0.04
+    # a steady linear motion is left exactly as it is, edges included
+    (tc,) = track_faces(_synthetic(51, set()), Scene(0, 51), CFG)
+    np.testing.assert_allclose(smooth_track(tc, CFG).boxes, clean, atol=1e-12)
+    assert isinstance(s, Track) and s.detected is t.detected
+
+
+def test_iou():
+    a = np.array([0, 0, 2, 2.0])
+    assert iou(a, a) == 1.0
+    assert iou(a, np.array([1, 1, 3, 3.0])) == pytest.approx(1 / 7)
+    assert iou(a, np.array([2, 2, 3, 3.0])) == 0.0
