@@ -1,0 +1,117 @@
+"""Diversity of facial motion (higher is better), on the generated clip alone.
+
+Per clip (no reference needed; a ground truth, when given, only aligns the clip and names it):
+
+1. 68-point landmarks of every generated frame (protocol's landmark backend), frames without a face
+   dropped (at least 2 frames with a face are needed, else :class:`MetricInputError`).
+2. Face size ``s`` = median over frames of the inter-ocular distance (outer eye corners 36 and 45).
+   A per-clip scalar, so the normalisation adds no frame-to-frame noise; it makes the value
+   independent of resolution and of how large the face is in the frame.
+3. Standard deviation over time (population, ddof=0) of each of the 136 landmark coordinates in image
+   coordinates (not re-centred: head translation, rotation and expression all count as motion),
+   divided by ``s``.
+4. The mean over the 136 coordinates is the clip's Diversity; the dataset value is the mean over clips.
+
+A still face scores ~0 (detector jitter only); a talking or singing head scores more.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from benchmark.metrics.base import Clip, Metric, MetricInputError, MetricResult, align, resize_frames
+from benchmark.metrics.landmarks import LandmarkBackend, backend_for, clip_landmarks, inter_ocular
+from benchmark.protocol import Protocol, get_protocol
+
+log = logging.getLogger(__name__)
+
+
+def diversity_from_landmarks(landmarks: np.ndarray) -> float:
+    """Diversity of one clip from its (T, 68, 2) landmarks (NaN rows: no face)."""
+    lms = np.asarray(landmarks, dtype=np.float64)
+    valid = ~np.isnan(lms).any(axis=(1, 2))
+    if valid.sum() < 2:
+        raise MetricInputError(f"Diversity: {int(valid.sum())} frame(s) with a face, need at least 2")
+    lms = lms[valid]
+    size = float(np.median(inter_ocular(lms)))
+    if size <= 0:
+        raise MetricInputError("Diversity: degenerate landmarks (zero inter-ocular distance)")
+    return float((lms.std(axis=0) / size).mean())
+
+
+def generated_frames(generated: Clip, ground_truth: Clip | None, protocol: Protocol) -> np.ndarray:
+    frames = generated.frames
+    if ground_truth is not None:
+        frames = align(generated, ground_truth, protocol.max_length_mismatch)[0].frames
+    if protocol.eval_size is not None:
+        frames = resize_frames(frames, protocol.eval_size)
+    return frames
+
+
+def diversity_clip(
+    generated: Clip,
+    ground_truth: Clip | None = None,
+    backend: LandmarkBackend | str | None = None,
+    protocol: Protocol | str = "shv-v1",
+) -> float:
+    """Pure per-clip Diversity of ``generated`` (``ground_truth`` only aligns it)."""
+    proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
+    be = backend_for(backend, proto.landmark_backend)
+    try:
+        return diversity_from_landmarks(clip_landmarks(generated_frames(generated, ground_truth, proto), be))
+    except MetricInputError as e:
+        raise MetricInputError(f"{generated.clip_id or generated.path}: {e}") from None
+
+
+class Diversity(Metric):
+    name = "diversity"
+    higher_is_better = True
+
+    def __init__(
+        self, protocol: Protocol | str = "shv-v1", backend: LandmarkBackend | str | None = None
+    ) -> None:
+        self.protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
+        self._backend_arg = backend
+        self._backend: LandmarkBackend | None = None
+        super().__init__()
+
+    @property
+    def backend(self) -> LandmarkBackend:
+        if self._backend is None:
+            self._backend = backend_for(self._backend_arg, self.protocol.landmark_backend)
+        return self._backend
+
+    def reset(self) -> None:
+        self.per_clip: dict[str, float] = {}
+
+    def update(self, generated: Clip, ground_truth: Clip | None = None) -> float:
+        value = diversity_clip(generated, ground_truth, self.backend, self.protocol)
+        ref = ground_truth if ground_truth is not None else generated
+        key = ref.clip_id or generated.clip_id or f"clip{len(self.per_clip):06d}"
+        if key in self.per_clip:
+            raise ValueError(f"{self.name}: clip id {key!r} was already scored")
+        self.per_clip[key] = value
+        return value
+
+    def compute(self) -> MetricResult:
+        vals = {k: self.per_clip[k] for k in sorted(self.per_clip)}
+        extras: dict = {
+            "protocol": self.protocol.name,
+            "normaliser": "median inter-ocular distance (points 36-45) per clip",
+            "input": "generated clip only",
+        }
+        if vals:
+            extras.update(self.backend.describe())
+        value = float(np.mean(list(vals.values()))) if vals else None
+        return MetricResult(self.name, value, self.higher_is_better, len(vals), vals, extras)
+
+    def merge(self, other: Metric) -> Metric:
+        self._check_merge(other)
+        assert isinstance(other, Diversity)
+        dup = self.per_clip.keys() & other.per_clip.keys()
+        if dup:
+            raise ValueError(f"{self.name}: shards share clip ids {sorted(dup)[:3]}")
+        self.per_clip.update(other.per_clip)
+        return self

@@ -1,0 +1,160 @@
+"""LMD, landmark distance (lower is better), mouth and full face.
+
+Convention of the widely copied ``LMDMeter`` (AD-NeRF / RAD-NeRF / ER-NeRF evaluation code):
+
+1. 68-point landmarks of every generated and ground-truth frame (protocol's landmark backend, dlib for
+   ``shv-v1``), in pixels at the evaluation resolution: the ground truth's size after
+   :func:`benchmark.metrics.base.align` (the generated clip is resized to it), or the protocol's
+   ``eval_size`` when set (both clips resized).
+2. Keep the mouth points 48-67 (``lmd``) or all 68 (``lmd_face``); subtract each frame's mean point
+   from that frame's points (removes head translation, not scale or rotation).
+3. Per frame, the mean over points of the L2 distance between generated and ground-truth points.
+4. Per clip, the mean over frames; the dataset value is the mean over clips. (LMDMeter averages over
+   all frames of the dataset; that frame-weighted mean is in ``extras["frame_weighted"]``; the two are
+   equal when clips have equal length.)
+
+Frames where either clip has no detected face are skipped and counted (``extras["skipped_frames"]``,
+per clip in ``extras["per_clip_skipped"]``). A clip pair with no frame where both have a face raises
+:class:`MetricInputError`: it cannot be scored, and scoring it as 0 or dropping it silently would both
+bias the mean.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from benchmark.metrics.base import Clip, Metric, MetricInputError, MetricResult, align, resize_frames
+from benchmark.metrics.landmarks import MOUTH, LandmarkBackend, backend_for, clip_landmarks
+from benchmark.protocol import Protocol, get_protocol
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LMDValue:
+    lmd: float  # mouth (48-67)
+    lmd_face: float  # all 68 points
+    n_frames: int  # frames scored
+    n_skipped: int  # frames skipped (no face in one of the clips)
+
+
+def landmark_distance(
+    gen: np.ndarray, gt: np.ndarray, points: np.ndarray | slice | None = None
+) -> np.ndarray:
+    """Per-frame LMD of (T, 68, 2) landmark arrays on ``points`` (default all); NaN where a face is missing."""
+    g = np.asarray(gen, dtype=np.float64)
+    r = np.asarray(gt, dtype=np.float64)
+    if g.shape != r.shape:
+        raise MetricInputError(f"landmark shapes differ: {g.shape} vs {r.shape}")
+    if points is not None:
+        g, r = g[:, points], r[:, points]
+    g = g - g.mean(axis=1, keepdims=True)
+    r = r - r.mean(axis=1, keepdims=True)
+    return np.linalg.norm(g - r, axis=-1).mean(axis=1)
+
+
+def lmd_from_landmarks(gen: np.ndarray, gt: np.ndarray) -> LMDValue:
+    """Mouth and face LMD of one clip pair from their (T, 68, 2) landmarks (NaN rows: no face)."""
+    mouth = landmark_distance(gen, gt, MOUTH)
+    face = landmark_distance(gen, gt)
+    ok = np.isfinite(face) & np.isfinite(mouth)
+    n_ok = int(ok.sum())
+    if n_ok == 0:
+        raise MetricInputError("LMD: no frame where both clips have a detected face")
+    return LMDValue(float(mouth[ok].mean()), float(face[ok].mean()), n_ok, int(len(ok) - n_ok))
+
+
+def eval_frames(gen: Clip, gt: Clip, protocol: Protocol) -> tuple[np.ndarray, np.ndarray]:
+    """Aligned frames at the evaluation resolution (see module docstring)."""
+    gen_a, gt_a = align(gen, gt, protocol.max_length_mismatch)
+    g, r = gen_a.frames, gt_a.frames
+    if protocol.eval_size is not None:
+        g, r = resize_frames(g, protocol.eval_size), resize_frames(r, protocol.eval_size)
+    return g, r
+
+
+def lmd_clip(
+    generated: Clip,
+    ground_truth: Clip,
+    backend: LandmarkBackend | str | None = None,
+    protocol: Protocol | str = "shv-v1",
+) -> LMDValue:
+    """Pure per-clip LMD: align, detect (through the shared landmark cache) and compare."""
+    proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
+    be = backend_for(backend, proto.landmark_backend)
+    g, r = eval_frames(generated, ground_truth, proto)
+    try:
+        return lmd_from_landmarks(clip_landmarks(g, be), clip_landmarks(r, be))
+    except MetricInputError as e:
+        raise MetricInputError(f"{ground_truth.clip_id or ground_truth.path}: {e}") from None
+
+
+class LMD(Metric):
+    """Streaming LMD. ``compute()`` is mouth LMD; ``results()`` gives ``[lmd, lmd_face]``."""
+
+    name = "lmd"
+    higher_is_better = False
+
+    def __init__(
+        self, protocol: Protocol | str = "shv-v1", backend: LandmarkBackend | str | None = None
+    ) -> None:
+        self.protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
+        self._backend_arg = backend
+        self._backend: LandmarkBackend | None = None
+        super().__init__()
+
+    @property
+    def backend(self) -> LandmarkBackend:
+        if self._backend is None:
+            self._backend = backend_for(self._backend_arg, self.protocol.landmark_backend)
+        return self._backend
+
+    def reset(self) -> None:
+        self.per_clip: dict[str, LMDValue] = {}
+
+    def update(self, generated: Clip, ground_truth: Clip) -> float:
+        value = lmd_clip(generated, ground_truth, self.backend, self.protocol)
+        key = ground_truth.clip_id or f"clip{len(self.per_clip):06d}"
+        if key in self.per_clip:
+            raise ValueError(f"{self.name}: clip id {key!r} was already scored")
+        if value.n_skipped:
+            log.info("LMD %s: %d frame(s) without a face skipped", key, value.n_skipped)
+        self.per_clip[key] = value
+        return value.lmd
+
+    def _result(self, name: str, field: str) -> MetricResult:
+        vals = {k: getattr(self.per_clip[k], field) for k in sorted(self.per_clip)}  # order-free sums
+        clips = [self.per_clip[k] for k in vals]
+        n_frames = sum(v.n_frames for v in clips)
+        weighted = sum(getattr(v, field) * v.n_frames for v in clips) / n_frames if n_frames else None
+        extras = {
+            "protocol": self.protocol.name,
+            "unit": "pixels at the evaluation resolution",
+            "points": "48-67 (mouth)" if field == "lmd" else "0-67 (face)",
+            "frames": n_frames,
+            "skipped_frames": sum(v.n_skipped for v in self.per_clip.values()),
+            "per_clip_skipped": {k: v.n_skipped for k, v in self.per_clip.items() if v.n_skipped},
+            "frame_weighted": weighted,
+        }
+        if self.per_clip:
+            extras.update(self.backend.describe())
+        value = float(np.mean(list(vals.values()))) if vals else None
+        return MetricResult(name, value, self.higher_is_better, len(vals), vals, extras)
+
+    def compute(self) -> MetricResult:
+        return self._result("lmd", "lmd")
+
+    def results(self) -> list[MetricResult]:
+        return [self._result("lmd", "lmd"), self._result("lmd_face", "lmd_face")]
+
+    def merge(self, other: Metric) -> Metric:
+        self._check_merge(other)
+        assert isinstance(other, LMD)
+        dup = self.per_clip.keys() & other.per_clip.keys()
+        if dup:
+            raise ValueError(f"{self.name}: shards share clip ids {sorted(dup)[:3]}")
+        self.per_clip.update(other.per_clip)
+        return self
