@@ -25,7 +25,7 @@ class SourceAnalysis:
 
     * ``n_frames``: grid frames ``0 .. n_frames-1`` at ``fps`` (see :func:`media.iter_frames`).
     * ``width``/``height``: analysis frame size (downsized to ``SceneConfig.analysis_max_side``).
-    * ``src_width``/``src_height``: displayed source size (after rotation); crops use these.
+    * ``source_width``/``source_height``: displayed source size (after rotation); crops use these.
     * ``scenes``: all scenes, covering ``[0, n_frames)``.
     * ``detections``: grid frame -> faces, for every frame the detector ran on (see faces.py).
     * ``detect_stride``: the stride used; ``seconds``: wall time of the pass.
@@ -36,8 +36,8 @@ class SourceAnalysis:
     n_frames: int
     width: int
     height: int
-    src_width: int
-    src_height: int
+    source_width: int
+    source_height: int
     scenes: list[Scene]
     detections: dict[int, list[Detection]] = field(default_factory=dict)
     detect_stride: int = 1
@@ -89,6 +89,6 @@ def analyse_source(
     log.info("analysed %s: %d frames, %d scenes, %.1f s", Path(path).name, n, len(scenes), dt)
     return SourceAnalysis(
         path=str(path), fps=fps, n_frames=n, width=size[0], height=size[1],
-        src_width=int(info.width), src_height=int(info.height), scenes=scenes,
+        source_width=int(info.width), source_height=int(info.height), scenes=scenes,
         detections=detections, detect_stride=stride, seconds=dt,
     )

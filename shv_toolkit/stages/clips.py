@@ -82,13 +82,13 @@ class ClipFiles:
     not written: no audio for wavs, or the clip was not kept and ``write_rejected`` is False)."""
 
     clip_id: str
-    mp4: str | None
-    wav: str | None
-    vocals_wav: str | None
+    video_path: str | None  # "<clip_id>.mp4"
+    audio_path: str | None  # "<clip_id>.wav"
+    vocals_path: str | None  # "<clip_id>.vocals.wav"
     n_frames: int
     duration: float
     size: int
-    scores: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # what on_clip returned
 
 
 def plan_clips(
@@ -164,10 +164,10 @@ def plan_source(
         for t in ts:
             if len(t) < n:
                 continue
-            boxes = crop_boxes(t, analysis.src_width, analysis.src_height, face_cfg)
+            boxes = crop_boxes(t, analysis.source_width, analysis.source_height, face_cfg)
             specs += plan_clips(
                 source_id, si, t.track_id, t, boxes, clip_cfg,
-                frame_w=analysis.src_width, frame_h=analysis.src_height, face_cfg=face_cfg,
+                frame_w=analysis.source_width, frame_h=analysis.source_height, face_cfg=face_cfg,
             )
     specs.sort(key=lambda s: (s.start_frame, s.track_id))
     return SourcePlan(kept_i, dropped_i, tracks, specs)
@@ -251,7 +251,7 @@ def render_segment(
 
     ``on_clip(spec, frames, audio, vocals)`` gets the ``(n, size, size, 3)`` uint8 crops and the
     clip's audio arrays before anything is written; its returned dict is stored in
-    :attr:`ClipFiles.scores`. If that dict has ``keep`` False and ``write_rejected`` is False, no
+    :attr:`ClipFiles.extra`. If that dict has ``keep`` False and ``write_rejected`` is False, no
     file is written for the clip. Every written mp4 is checked with :func:`verify_clip`.
     Returns one :class:`ClipFiles` per spec, in the order of ``specs``.
     """
@@ -322,9 +322,9 @@ def _finish_clip(
     except MediaError:
         mp4.unlink(missing_ok=True)
         raise
-    files.mp4 = mp4.name
+    files.video_path = mp4.name
     if a is not None:
-        files.wav = media.write_wav(out_dir / f"{spec.clip_id}.wav", a, sr).name
+        files.audio_path = media.write_wav(out_dir / f"{spec.clip_id}.wav", a, sr).name
     if v is not None:
-        files.vocals_wav = media.write_wav(out_dir / f"{spec.clip_id}.vocals.wav", v, sr).name
+        files.vocals_path = media.write_wav(out_dir / f"{spec.clip_id}.vocals.wav", v, sr).name
     return files

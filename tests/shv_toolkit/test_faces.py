@@ -42,7 +42,7 @@ def two_face_frames(shared_media):
 
 def test_detector_finds_the_face(single):
     assert (single.width, single.height) == (640, 360)
-    assert (single.src_width, single.src_height) == (640, 360)
+    assert (single.source_width, single.source_height) == (640, 360)
     assert single.n_frames == 60 and sorted(single.detections) == list(range(60))
     assert all(len(d) == 1 for d in single.detections.values())
     d = single.detections[30][0]
@@ -73,10 +73,10 @@ def test_face_inside_crop_on_franck(franck_piece):
     tracks = track_faces(an.detections, an.scenes[0], CFG)
     assert len(tracks) == 1 and len(tracks[0]) == 100
     sm = smooth_track(tracks[0], CFG)
-    boxes = crop_boxes(sm, an.src_width, an.src_height, CFG)
+    boxes = crop_boxes(sm, an.source_width, an.source_height, CFG)
     for i, k in enumerate(sm.frames):
         d = an.detections[int(k)][0]
-        fx, fy = (d.x0 + d.x1) / 2 * an.src_width, (d.y0 + d.y1) / 2 * an.src_height
+        fx, fy = (d.x0 + d.x1) / 2 * an.source_width, (d.y0 + d.y1) / 2 * an.source_height
         cx, cy, side = boxes[i]
         # raw face centre well inside the crop (within 15% of the side of its centre)
         assert abs(fx - cx) < 0.15 * side and abs(fy - cy) < 0.15 * side
@@ -88,7 +88,7 @@ def test_two_faces_give_two_tracks(two_face_frames):
     assert all(len(d) == 2 for d in dets.values())
     tracks = track_faces(dets, Scene(0, len(two_face_frames)), CFG)
     assert len(tracks) == 2
-    sides = sorted(((t.boxes[:, 0] + t.boxes[:, 2]).mean() / 2 for t in tracks))
+    sides = sorted((t.boxes[:, 0] + t.boxes[:, 2]).mean() / 2 for t in tracks)
     assert sides[0] < 0.5 < sides[1]  # one subject per half
     for t in tracks:
         assert len(t) == len(two_face_frames) and t.detected.all()

@@ -1,0 +1,181 @@
+"""Clip planning and rendering on a real 4.4 s singing source (franck.mp4 frames + lena.wav voice)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from shv_toolkit import media
+from shv_toolkit.config import ClipConfig, FaceConfig, SceneConfig
+from shv_toolkit.errors import MediaError
+from shv_toolkit.stages import clips as clips_mod
+from shv_toolkit.stages.analysis import analyse_source
+from shv_toolkit.stages.clips import (
+    clip_frames,
+    clip_id_for,
+    plan_clips,
+    plan_source,
+    render_segment,
+    verify_clip,
+)
+from shv_toolkit.stages.crop import crop_boxes
+from shv_toolkit.stages.faces import FaceDetector, smooth_track, track_faces
+
+FCFG, CCFG = FaceConfig(), ClipConfig()
+
+
+@pytest.fixture(scope="module")
+def source(shared_media, tmp_path_factory):
+    """A real face video (franck.mp4 20-24.4 s) muxed with a real singing voice (lena.wav)."""
+    frames = media.read_video(shared_media / "franck.mp4", start=20.0, end=24.4)
+    voice = media.read_audio(shared_media / "lena.wav", sample_rate=16000)[: 16000 * 44 // 10]
+    path = tmp_path_factory.mktemp("src") / "franck singing.mp4"
+    media.write_video(path, frames, audio=voice)
+    analysis = analyse_source(path, SceneConfig(), FCFG, progress=False)
+    return path, analysis, media.read_audio(path, sample_rate=16000)
+
+
+@pytest.fixture(scope="module")
+def plan(source):
+    _, analysis, _ = source
+    return plan_source(analysis, "src0", FCFG, CCFG)
+
+
+@pytest.fixture(scope="module")
+def rendered(source, plan, tmp_path_factory, monkeypatch_module):
+    path, _, audio = source
+    vocals = (0.5 * audio).astype(np.float32)
+    calls = []
+    real_iter = media.iter_frames
+
+    def counting(*a, **k):
+        calls.append((a, k))
+        return real_iter(*a, **k)
+
+    monkeypatch_module.setattr(clips_mod.media, "iter_frames", counting)
+    seen = {}
+
+    def on_clip(spec, frames, a, v):
+        seen[spec.clip_id] = (frames.copy(), a.copy(), v.copy())
+        return {"keep": True, "mean_level": float(frames.mean())}
+
+    out = tmp_path_factory.mktemp("clips")
+    files = render_segment(path, plan.specs, out, CCFG, audio, vocals, on_clip=on_clip)
+    monkeypatch_module.undo()
+    return out, files, seen, calls, audio, vocals
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    mp = pytest.MonkeyPatch()
+    yield mp
+    mp.undo()
+
+
+def test_plan(source, plan):
+    _, analysis, _ = source
+    assert analysis.n_frames == 110 and len(analysis.scenes) == 1
+    assert [si for si, _ in plan.kept_scenes] == [0] and plan.dropped_scenes == []
+    assert len(plan.tracks[0]) == 1 and len(plan.tracks[0][0]) == 110
+    specs = plan.specs
+    assert [(s.start_frame, s.end_frame) for s in specs] == [(0, 50), (50, 100)]  # remainder unused
+    for s in specs:
+        assert s.boxes.shape == (50, 3) and s.detected.shape == (50,) and s.detected.all()
+        assert s.face_side_px.shape == (50,) and (s.face_side_px > 100).all()
+        np.testing.assert_allclose(s.face_side_px, s.boxes[:, 2] * FCFG.crop_scale)
+        assert s.other_face_ratio.shape == (50,) and (s.other_face_ratio == 0).all()
+        assert s.crop_ok and 0.0 <= s.pad_fraction <= FCFG.max_pad_fraction
+    assert specs[0].clip_id == clip_id_for("src0", 0, 0, 50) != specs[1].clip_id
+    # deterministic: planning again gives identical ids and boxes
+    again = plan_source(analysis, "src0", FCFG, CCFG)
+    assert [s.clip_id for s in again.specs] == [s.clip_id for s in specs]
+    np.testing.assert_array_equal(again.specs[1].boxes, specs[1].boxes)
+    assert clip_id_for("src1", 0, 0, 50) != specs[0].clip_id
+
+
+def test_plan_clips_reject_policy(source):
+    _, analysis, _ = source
+    cfg = replace(FCFG, crop_scale=0.3)  # crop 3.3x the face: leaves the 360x288 frame
+    track = smooth_track(track_faces(analysis.detections, analysis.scenes[0], cfg)[0], cfg)
+    boxes = crop_boxes(track, analysis.source_width, analysis.source_height, cfg)
+    kw = dict(frame_w=analysis.source_width, frame_h=analysis.source_height)
+    pad = plan_clips("s", 0, 0, track, boxes, CCFG, face_cfg=replace(cfg, max_pad_fraction=0.9), **kw)
+    assert all(s.crop_ok and s.pad_fraction > 0.1 for s in pad)
+    rej = plan_clips("s", 0, 0, track, boxes, CCFG, face_cfg=replace(cfg, out_of_frame="reject"), **kw)
+    assert all(not s.crop_ok and s.crop_reason == "crop_out_of_frame" for s in rej)
+
+
+def test_render_writes_verified_clips(rendered, plan):
+    out, files, seen, calls, audio, vocals = rendered
+    assert len(calls) == 1  # the two adjacent clips came from one decode
+    assert [f.clip_id for f in files] == [s.clip_id for s in plan.specs]
+    for spec, f in zip(plan.specs, files, strict=True):
+        assert f.video_path == f"{spec.clip_id}.mp4" and f.audio_path == f"{spec.clip_id}.wav"
+        assert f.vocals_path == f"{spec.clip_id}.vocals.wav"
+        info = media.probe(out / f.video_path)
+        assert (info.n_frames, info.fps, info.width, info.height) == (50, 25.0, 512, 512)
+        assert abs(info.duration - 2.0) <= 0.04 and info.has_audio and info.video_codec == "h264"
+        wav, sr = sf.read(out / f.audio_path, dtype="float32")
+        assert sr == 16000 and wav.shape == (32000,)
+        i0 = spec.start_frame * 640
+        np.testing.assert_allclose(wav, audio[i0:i0 + 32000], atol=1e-4)
+        voc, _ = sf.read(out / f.vocals_path, dtype="float32")
+        np.testing.assert_allclose(voc, vocals[i0:i0 + 32000], atol=1e-4)
+        # on_clip saw the frames that were encoded, and its dict travels in ClipFiles.extra
+        frames, a, v = seen[spec.clip_id]
+        assert frames.shape == (50, 512, 512, 3) and frames.dtype == np.uint8
+        assert f.extra == {"keep": True, "mean_level": pytest.approx(float(frames.mean()))}
+        decoded = media.read_video(out / f.video_path)
+        assert decoded.shape == frames.shape
+        mse = np.mean((decoded.astype(float) - frames.astype(float)) ** 2)
+        assert 10 * np.log10(255**2 / mse) > 35  # crf 18 encode of the same crops
+        np.testing.assert_array_equal(a, audio[i0:i0 + 32000])
+        # the face fills ~crop_scale of the clip frame, centred
+        with FaceDetector(FCFG) as det:
+            (d,) = det.detect(decoded[25])
+        assert ((d.x0 + d.x1) / 2, (d.y0 + d.y1) / 2) == pytest.approx((0.5, 0.5), abs=0.08)
+        assert max(d.x1 - d.x0, d.y1 - d.y0) == pytest.approx(0.8, abs=0.12)
+    assert not list(out.glob(".*partial*"))
+
+
+def test_render_is_byte_identical(rendered, source, plan, tmp_path):
+    out, files, *_ , audio, vocals = rendered
+    path = source[0]
+    files2 = render_segment(path, plan.specs, tmp_path, CCFG, audio, vocals)
+    for f1, f2 in zip(files, files2, strict=True):
+        for attr in ("video_path", "audio_path", "vocals_path"):
+            assert (out / getattr(f1, attr)).read_bytes() == (tmp_path / getattr(f2, attr)).read_bytes()
+        assert f2.extra == {}
+
+
+def test_render_skips_rejected_and_no_audio(source, plan, tmp_path):
+    path, _, _ = source
+    spec = plan.specs[1]
+    (f,) = render_segment(path, [spec], tmp_path / "a", CCFG, None, None,
+                          on_clip=lambda *a: {"keep": False, "drop_reason": "test"}, write_rejected=False)
+    assert f.video_path is None and f.audio_path is None and f.extra["drop_reason"] == "test"
+    assert not (tmp_path / "a").exists() or not any((tmp_path / "a").iterdir())
+    (f,) = render_segment(path, [spec], tmp_path / "b", CCFG, None, None)
+    info = media.probe(tmp_path / "b" / f.video_path)
+    assert info.n_frames == 50 and not info.has_audio and f.audio_path is None
+
+
+def test_verify_clip_rejects_wrong_clips(tmp_path):
+    frames = np.zeros((49, 512, 512, 3), np.uint8)
+    media.write_video(tmp_path / "short.mp4", frames)
+    with pytest.raises(MediaError, match="49 frames"):
+        verify_clip(tmp_path / "short.mp4", CCFG)
+    media.write_video(tmp_path / "small.mp4", np.zeros((50, 256, 256, 3), np.uint8))
+    with pytest.raises(MediaError, match="size 256x256"):
+        verify_clip(tmp_path / "small.mp4", CCFG)
+    assert clip_frames(CCFG) == 50
+
+
+def test_render_fails_past_the_end(source, plan, tmp_path):
+    path, _, audio = source
+    late = replace(plan.specs[0], clip_id="late", start_frame=100, end_frame=150)
+    with pytest.raises(MediaError, match="decoding ended"):
+        render_segment(path, [late], tmp_path, CCFG, audio)
