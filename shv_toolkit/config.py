@@ -78,6 +78,7 @@ class VocalsConfig:
     backend: Literal["auto", "demucs", "spleeter", "none"] = "auto"
     demucs_model_dir: str | None = None  # local directory with a demucs model (yaml + .th); never downloaded
     demucs_model_name: str = "htdemucs"
+    demucs_shifts: int = 1  # demucs test-time random-shift passes averaged (0 = fastest, 1 = demucs default)
     device: str = "cpu"
 
 
