@@ -489,6 +489,13 @@ class LSE(Metric):
             )
         return self._detector
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Picklable for shard workers: the MediaPipe detector is rebuilt lazily after unpickling."""
+        state = dict(self.__dict__)
+        if isinstance(state.get("_detector"), MediapipeFaceDetector):
+            state["_detector"] = None
+        return state
+
     def reset(self) -> None:
         self.per_clip: dict[str, ClipSync] = {}
         self.failed: dict[str, str] = {}

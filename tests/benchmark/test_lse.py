@@ -4,6 +4,7 @@ face crop follows run_pipeline.py, and the whole pipeline runs on a real face vi
 from __future__ import annotations
 
 import math
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -317,6 +318,10 @@ def test_pure_function_agrees_and_merge_is_exact(scored: LSE, real_pair: tuple[C
     assert c.value == pytest.approx((scored.per_clip["franck"].lse_c + pure.lse_c) / 2, rel=1e-12)
     with pytest.raises(ValueError, match="share clip ids"):
         merged.merge(shard)
+    # shards travel between worker processes by pickle; the state survives exactly
+    again = pickle.loads(pickle.dumps(shard))
+    assert again.per_clip == shard.per_clip
+    assert LSE(model=scored.model).merge(scored).merge(again).results()[1].value == c.value
 
 
 def test_unscorable_clips_raise_and_are_recorded(scored: LSE, real_pair: tuple[Clip, Clip]) -> None:
