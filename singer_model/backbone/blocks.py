@@ -56,11 +56,11 @@ class SpatialTransformerBlock(nn.Module):
         # registration order = the published state-dict order (attn1 before norm1)
         self.attn1 = Attention(query_dim=dim, heads=heads, dim_head=dim // heads, bias=False)
         self.norm1 = nn.LayerNorm(dim)
-        self.norm2 = nn.LayerNorm(dim)
         self.attn2 = Attention(query_dim=dim, cross_attention_dim=cross_attention_dim, heads=heads,
                                dim_head=dim // heads, bias=False)
-        self.norm3 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim)
         self.ff = FeedForward(dim, activation_fn="geglu")
+        self.norm3 = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, reference: torch.Tensor | None) -> torch.Tensor:
         n = self.norm1(x)

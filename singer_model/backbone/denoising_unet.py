@@ -185,6 +185,8 @@ class DenoisingUNet3D(nn.Module):
                 motion=cfg.use_motion_module and 2 ** i in cfg.motion_module_resolutions,
                 resample="down" if i < n - 1 else None, cfg=cfg, temb_channels=temb_ch))
         self.mid_block = MidBlock(ch[-1], cfg, temb_ch)
+        # SINGER's SFM on the mid-block output (registered here: the published order)
+        self.sfm = SelfAdaptiveFilterModule(ch[-1], sfm) if sfm is not None else None
         rev = ch[::-1]
         for i in range(n):
             prev = rev[max(i - 1, 0)]
@@ -198,7 +200,6 @@ class DenoisingUNet3D(nn.Module):
                 resample="up" if i < n - 1 else None, cfg=cfg, temb_channels=temb_ch))
         self.conv_norm_out = nn.GroupNorm(cfg.norm_num_groups, ch[0], eps=cfg.norm_eps)
         self.conv_out = nn.Conv2d(ch[0], cfg.out_channels, kernel_size=3, padding=1)
-        self.sfm = SelfAdaptiveFilterModule(ch[-1], sfm) if sfm is not None else None
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         for block in [*self.down_blocks, self.mid_block, *self.up_blocks]:
