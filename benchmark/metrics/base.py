@@ -195,6 +195,14 @@ class Metric(ABC):
     def merge(self, other: Metric) -> Metric:
         """Fold ``other``'s state into this one (in place) and return ``self``."""
 
+    def extractor_hashes(self) -> dict[str, str]:
+        """SHA-256 of every weight file this metric's result depends on (``{logical name: sha256}``).
+
+        Optional hook: metrics without learned extractors (SSIM, PSNR, CPBD) return ``{}``. The
+        evaluation driver stores these beside the protocol so results are comparable exactly when
+        both match."""
+        return {}
+
     def _check_merge(self, other: Metric) -> None:
         if type(other) is not type(self):
             raise TypeError(f"cannot merge {type(other).__name__} into {type(self).__name__}")
@@ -214,8 +222,10 @@ class PerClipMeanMetric(Metric):
     def score(self, generated: Clip, ground_truth: Clip) -> float:
         """The pure per-clip function, on aligned clips."""
 
+    max_length_mismatch: int = 2  # subclasses may set it from their protocol
+
     def update(self, generated: Clip, ground_truth: Clip) -> float:
-        gen, gt = align(generated, ground_truth)
+        gen, gt = align(generated, ground_truth, self.max_length_mismatch)
         value = float(self.score(gen, gt))
         key = gt.clip_id or f"clip{len(self.per_clip):06d}"
         if key in self.per_clip:

@@ -1,0 +1,115 @@
+"""PSNR between generated and ground-truth frames (full-reference, higher is better).
+
+Convention (protocol ``shv-v1``), identical per frame to scikit-image's
+``peak_signal_noise_ratio(gt, gen, data_range=255)``:
+
+* per frame: ``MSE`` over all pixels and the 3 RGB channels of the uint8 frames,
+  ``PSNR = 10 log10(255^2 / MSE)``;
+* identical frames have ``MSE = 0`` and ``PSNR = inf``. Rule: every per-frame value is capped at
+  ``protocol.psnr_cap_db`` (100 dB) *before* averaging, so one identical frame cannot make a clip
+  infinite. The uncapped clip mean (possibly ``inf``) is available with ``cap_db=None`` and is reported
+  in the metric's ``extras["uncapped"]``; ``extras["n_frames_capped"]`` counts frames at or above the cap;
+* per clip: mean over frames; dataset: mean over clips.
+
+MSE is computed from exact integer sums of squared differences (int64), vectorised over the clip.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+
+from benchmark.metrics.base import Clip, MetricResult, PerClipMeanMetric
+from benchmark.metrics.ssim import _check_pair
+from benchmark.protocol import Protocol, as_protocol
+
+DEFAULT_CAP_DB = 100.0
+
+
+def mse_frames(generated: np.ndarray, ground_truth: np.ndarray) -> np.ndarray:
+    """Per-frame mean squared error of two ``(T, H, W, 3)`` uint8 arrays; ``(T,)`` float64."""
+    _check_pair(generated, ground_truth)
+    n = generated[0].size
+    out = np.empty(generated.shape[0], dtype=np.float64)
+    for t in range(generated.shape[0]):  # one frame at a time keeps the int32 temporary small
+        d = generated[t].astype(np.int32) - ground_truth[t].astype(np.int32)
+        out[t] = np.einsum("ijk,ijk->", d, d, dtype=np.int64) / n
+    return out
+
+
+def psnr_frames(
+    generated: np.ndarray,
+    ground_truth: np.ndarray,
+    data_range: float = 255.0,
+    cap_db: float | None = DEFAULT_CAP_DB,
+) -> np.ndarray:
+    """Per-frame PSNR in dB; identical frames give ``inf``, or ``cap_db`` when it is not None."""
+    mse = mse_frames(generated, ground_truth)
+    with np.errstate(divide="ignore"):
+        psnr = 10.0 * np.log10((data_range**2) / mse)
+    if cap_db is not None:
+        psnr = np.minimum(psnr, cap_db)
+    return psnr
+
+
+def psnr_clip(
+    generated: np.ndarray,
+    ground_truth: np.ndarray,
+    data_range: float = 255.0,
+    cap_db: float | None = DEFAULT_CAP_DB,
+) -> float:
+    """Mean over frames of :func:`psnr_frames` (``inf`` if uncapped and any frame is identical)."""
+    return float(psnr_frames(generated, ground_truth, data_range, cap_db).mean())
+
+
+class PSNR(PerClipMeanMetric):
+    """Streaming PSNR with the per-frame cap rule; also tracks the uncapped values."""
+
+    name: ClassVar[str] = "psnr"
+    higher_is_better: ClassVar[bool] = True
+
+    def __init__(
+        self, protocol: Protocol | str | None = None, data_range: float | None = None, cap_db: float | None = None
+    ) -> None:
+        self.data_range = float(
+            data_range if data_range is not None else as_protocol(protocol).data_range
+        )
+        self.cap_db = float(cap_db if cap_db is not None else as_protocol(protocol).psnr_cap_db)
+        self.max_length_mismatch = int(as_protocol(protocol).max_length_mismatch)
+        super().__init__()
+
+    def reset(self) -> None:
+        super().reset()
+        self.uncapped: dict[str, float] = {}
+        self.n_identical: dict[str, int] = {}
+
+    def score(self, generated: Clip, ground_truth: Clip) -> float:
+        uncapped = psnr_frames(generated.frames, ground_truth.frames, self.data_range, cap_db=None)
+        self._last = (float(uncapped.mean()), int(np.count_nonzero(uncapped >= self.cap_db)))
+        return float(np.minimum(uncapped, self.cap_db).mean())
+
+    def update(self, generated: Clip, ground_truth: Clip) -> float:
+        value = super().update(generated, ground_truth)
+        key = next(reversed(self.per_clip))  # the key the base class just added
+        self.uncapped[key], self.n_identical[key] = self._last
+        return value
+
+    def compute(self) -> MetricResult:
+        res = super().compute()
+        unc = list(self.uncapped.values())
+        res.extras = {
+            "cap_db": self.cap_db,
+            "uncapped": float(np.mean(unc)) if unc else None,
+            "n_frames_capped": int(sum(self.n_identical.values())),
+        }
+        return res
+
+    def merge(self, other: Any) -> PSNR:
+        super().merge(other)
+        self.uncapped.update(other.uncapped)
+        self.n_identical.update(other.n_identical)
+        return self
+
+
+__all__ = ["PSNR", "mse_frames", "psnr_clip", "psnr_frames"]
