@@ -117,8 +117,14 @@ class FilterConfig:
 
 @dataclass
 class SplitConfig:
-    seed: int = 0
+    """Source-level train/test split (pipeline step 8, shv_toolkit.manifest.split)."""
+
+    seed: int = 0  # mixed into the per-source hash; change it for a different split
     test_fraction: float = 0.2  # 4:1 train/test, decided per source
+    # "rank": exactly round_half_up(test_fraction * n) test sources (those with the smallest hash), so
+    # small sets get the 4:1 ratio (5 sources -> 1 test); "threshold": test iff hash < test_fraction,
+    # which keeps every source's split when sources are added but can deviate far from 4:1 on few sources.
+    mode: Literal["rank", "threshold"] = "rank"
 
 
 @dataclass

@@ -77,8 +77,8 @@ SCORE_DESCRIPTIONS: dict[str, str] = {
     "vocal_activity": "share of 20 ms frames whose 80-4000 Hz energy exceeds the activity threshold",
 }
 
-# (score, comparison, FilterConfig field); checked in this order, the first failure is the reason.
-_RULES: tuple[tuple[str, str, str], ...] = (
+# (score, comparison, FilterConfig field); checked in this order, the first failure is the drop reason.
+RULES: tuple[tuple[str, str, str], ...] = (
     ("face_presence", ">=", "min_face_presence"),
     ("other_face_ratio", "<=", "max_other_face_ratio"),
     ("face_size_px", ">=", "min_face_size_px"),
@@ -449,7 +449,7 @@ def decide(scores: dict[str, float], cfg: FilterConfig) -> tuple[bool, str | Non
         return True, None
     if cfg.mode != "filter":
         raise ValueError(f"unknown filter mode {cfg.mode!r}")
-    for name, op, field_name in _RULES:
+    for name, op, field_name in RULES:
         thr = getattr(cfg, field_name)
         if thr is None:
             continue
