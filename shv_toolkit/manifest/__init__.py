@@ -24,6 +24,7 @@ _EXPORTS = {
     "mark_done": "io",
     "read_manifest": "io",
     "read_metadata": "io",
+    "read_rows": "io",
     "write_manifests": "io",
     "assign_splits": "split",
 }

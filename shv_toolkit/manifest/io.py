@@ -138,17 +138,26 @@ def write_manifests(out_dir: str | os.PathLike, sources_rows: list[dict[str, Any
     return paths
 
 
-def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
-    """A manifest table as a pandas DataFrame (nullable integer/boolean columns kept nullable)."""
+def _read_table(path: str | os.PathLike) -> pa.Table:
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"manifest not found: {p}")
-    tbl = pq.read_table(p)
     meta = read_metadata(p)
     major = meta.get("schema_version", SCHEMA_VERSION).split(".")[0]
     if major != SCHEMA_VERSION.split(".")[0]:
         raise SchemaError(f"{p.name} has schema version {meta.get('schema_version')}, this toolkit reads "
                           f"{SCHEMA_VERSION.split('.')[0]}.x")
+    return pq.read_table(p)
+
+
+def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """A manifest table as a list of plain-Python dicts (nulls are ``None``, float NaN stays NaN)."""
+    return _read_table(path).to_pylist()
+
+
+def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
+    """A manifest table as a pandas DataFrame (nullable integer/boolean columns kept nullable)."""
+    tbl = _read_table(path)
     return tbl.to_pandas(types_mapper={pa.int32(): pd.Int32Dtype(), pa.int64(): pd.Int64Dtype(),
                                        pa.bool_(): pd.BooleanDtype()}.get)
 

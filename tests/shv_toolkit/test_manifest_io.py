@@ -71,6 +71,8 @@ def test_write_read_with_pandas_pyarrow_duckdb(tmp_path):
     assert df.loc[4, "drop_reason"] == "sharpness=8.1<15.0"
     assert df["score_yaw_deg"].isna().all() and df["vocals_path"].isna().all()
     assert (df["config_hash"] == HASH).all() and (df["schema_version"] == SCHEMA_VERSION).all()
+    rows = mio.read_rows(paths["clips"])
+    assert rows[0]["vocals_path"] is None and math.isnan(rows[0]["score_yaw_deg"]) and rows[0]["n_frames"] == 50
     assert list(pd.read_parquet(paths["train"])["clip_id"]) == ["b-src-t0-000000", "b-src-t0-000050"]
     # pyarrow: types and key-value metadata
     tbl = pq.read_table(paths["sources"])
