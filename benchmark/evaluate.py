@@ -114,7 +114,7 @@ class EvaluationResult:
     requested: list[str]
     results: dict[str, MetricResult] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)  # metric -> reason
-    clip_errors: dict[str, dict[str, str]] = field(default_factory=dict)  # clip -> {stage or metric: reason}
+    clip_errors: dict[str, dict[str, str]] = field(default_factory=dict)  # clip -> {"load"/"align"/metric: reason}
     extractor_hashes: dict[str, str] = field(default_factory=dict)  # "metric.name" -> sha256
     unmatched_generated: list[str] = field(default_factory=list)
     unmatched_ground_truth: list[str] = field(default_factory=list)
@@ -239,14 +239,16 @@ def evaluate(
         try:
             objects[name] = build_metric(name, proto, (metric_options or {}).get(name))
         except (MissingWeightsError, ImportError, AttributeError) as exc:
-            if strict:
+            if strict and isinstance(exc, MissingWeightsError):
                 raise
+            if strict:
+                raise EvaluationError(f"metric {name} is not available: {exc}") from exc
             kind = "weights missing" if isinstance(exc, MissingWeightsError) else "not available"
             res.missing[name] = f"{kind}: {exc}"
             log.warning("metric %s is missing (%s)", name, res.missing[name])
         except (ShvError, ValueError, OSError) as exc:
             if strict:
-                raise
+                raise EvaluationError(f"metric {name} cannot be set up: {exc}") from exc
             res.missing[name] = f"cannot be set up: {exc.__class__.__name__}: {exc}"
             log.warning("metric %s is missing (%s)", name, res.missing[name])
     timings = {"load": 0.0, **{n: 0.0 for n in objects}}
@@ -261,16 +263,18 @@ def evaluate(
             continue
         seen.add(cid)
         t0 = time.perf_counter()
+        stage = "load"
         try:
             gt = _as_clip(r, proto, cid)
             gen = _as_clip(g, proto, cid)
+            stage = "align"
             if proto.eval_size is not None:
                 gt = Clip(resize_frames(gt.frames, proto.eval_size), gt.fps, gt.audio, gt.sample_rate, cid, gt.path)
             gen_a, gt_a = align(gen, gt, proto.max_length_mismatch)
             gen_a.clip_id = gt_a.clip_id = cid
         except CLIP_ERRORS as exc:
             timings["load"] += time.perf_counter() - t0
-            _clip_error(res, cid, "load", f"{exc.__class__.__name__}: {exc}", strict)
+            _clip_error(res, cid, stage, f"{exc.__class__.__name__}: {exc}", strict)
             continue
         timings["load"] += time.perf_counter() - t0
         res.clip_ids.append(cid)
