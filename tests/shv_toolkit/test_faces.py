@@ -154,3 +154,15 @@ def test_iou():
     assert iou(a, a) == 1.0
     assert iou(a, np.array([1, 1, 3, 3.0])) == pytest.approx(1 / 7)
     assert iou(a, np.array([2, 2, 3, 3.0])) == 0.0
+
+
+def test_strided_analysis_pass(shared_media, single):
+    cfg = replace(CFG, detect_stride=4)
+    an = analyse_source(shared_media / "single_face.mp4", SceneConfig(), cfg, progress=False)
+    assert sorted(an.detections) == list(range(0, 60, 4)) + [59] and an.detect_stride == 4
+    (t,) = track_faces(an.detections, an.scenes[0], cfg)
+    assert list(t.frames) == list(range(60)) and t.present.all() and t.analysed.sum() == 16
+    # interpolated boxes stay close to the per-frame detections (slow head motion)
+    full = np.array([single.detections[k][0].box for k in range(60)])
+    side = (full[:, 2] - full[:, 0]).mean()
+    assert np.abs(t.boxes - full).max() < 0.1 * side
