@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import functools
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,10 +50,19 @@ class _Handler(SimpleHTTPRequestHandler):
         super().do_GET()
 
 
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        # clients hang up on purpose (yt-dlp reads a page's first bytes, size caps abort transfers)
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
 class LocalServer:
     def __init__(self, root: Path) -> None:
         handler = functools.partial(_Handler, directory=str(root))
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.httpd = _QuietServer(("127.0.0.1", 0), handler)
         self.httpd.hits = collections.Counter()  # type: ignore[attr-defined]
         self.port = self.httpd.server_address[1]
         self.root = root

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import av
+import imageio_ffmpeg
 import pytest
 
 from shv_toolkit.config import DownloadConfig
@@ -50,6 +51,20 @@ def media_dir(shared_media: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     _faststart_copy(good, d / "faststart.mp4")
     fs = (d / "faststart.mp4").read_bytes()
     (d / "cut_data.mp4").write_bytes(fs[: len(fs) // 2])  # index intact, half the media data missing
+    # HLS with separate video and audio renditions: yt-dlp picks bv*+ba and merges them with ffmpeg
+    hls = d / "hls"
+    hls.mkdir()
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    for kind, codec in (("v", ["-map", "0:v", "-c:v", "copy"]), ("a", ["-map", "0:a", "-c:a", "aac", "-b:a", "64k"])):
+        subprocess.run([ffmpeg, "-loglevel", "error", "-i", str(good), *codec, "-f", "hls", "-hls_time", "1",
+                        "-hls_playlist_type", "vod", str(hls / f"{kind}.m3u8")], check=True, timeout=60)
+    (hls / "master.m3u8").write_text(
+        "#EXTM3U\n"
+        '#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="aud",NAME="en",DEFAULT=YES,AUTOSELECT=YES,URI="a.m3u8"\n'
+        '#EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=640x360,CODECS="avc1.64001e,mp4a.40.2",AUDIO="aud"\n'
+        "v.m3u8\n")
+    (d / "two_videos.html").write_text(
+        '<html><body><video src="singer.mp4"></video><video src="silent.mp4"></video></body></html>')
     return d
 
 
@@ -105,6 +120,19 @@ def test_real_download_through_yt_dlp(server: LocalServer, media_dir: Path, tmp_
     assert rec2 == rec
 
 
+def test_separate_video_and_audio_formats_are_merged(server: LocalServer, tmp_path: Path) -> None:
+    url = server.url("hls/master.m3u8")
+    rec = D.fetch_source(_spec(url), tmp_path, FAST, progress=False)
+    assert rec.status == "ok" and rec.has_video and rec.has_audio
+    assert (rec.width, rec.height, rec.fps) == (640, 360, 30.0)
+    assert rec.duration_s == pytest.approx(2.42, abs=0.1)
+    with av.open(rec.local_path) as c:  # one file holding both renditions
+        assert len(c.streams.video) == 1 and len(c.streams.audio) == 1
+        assert c.streams.audio[0].codec_context.name == "aac"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{rec.source_id}.done.json", f"{rec.source_id}.mp4"]
+    assert server.hits["/hls/a0.ts"] >= 1 and server.hits["/hls/v0.ts"] >= 1
+
+
 def test_partial_downloads_never_count(server: LocalServer, media_dir: Path, tmp_path: Path) -> None:
     spec = _spec(server.url("singer.mp4"))
     good = (media_dir / "singer.mp4").read_bytes()
@@ -113,6 +141,13 @@ def test_partial_downloads_never_count(server: LocalServer, media_dir: Path, tmp
     rec = D.fetch_source(spec, tmp_path, FAST, progress=False)
     assert Path(rec.local_path).read_bytes() == good
     assert not (tmp_path / f"{spec.source_id}.mp4.part").exists()
+    # killed after yt-dlp finished but before the marker: yt-dlp's own complete file is kept as it is
+    (tmp_path / f"{spec.source_id}.done.json").unlink()
+    st = Path(rec.local_path).stat()
+    rec1 = D.fetch_source(spec, tmp_path, FAST, progress=False)
+    st1 = Path(rec1.local_path).stat()
+    assert (st1.st_ino, st1.st_mtime_ns) == (st.st_ino, st.st_mtime_ns) and rec1 == rec
+    assert (tmp_path / f"{spec.source_id}.done.json").is_file()
     # a damaged file under the final name without a marker is checked, not trusted, and fetched anew
     (tmp_path / f"{spec.source_id}.done.json").unlink()
     Path(rec.local_path).write_bytes(good[: len(good) // 3])
@@ -157,6 +192,7 @@ def test_odd_characters_no_shell(server: LocalServer, media_dir: Path, tmp_path:
     [
         ("missing.mp4", "download failed: [generic] missing: Unable to download webpage: HTTP Error 404"),
         ("page.html", "download failed: Unsupported URL: http://127.0.0.1"),
+        ("two_videos.html", "URL is a playlist of 2 entries; list each video on its own line"),
         ("notes.txt", "not a readable media file"),
         ("garbage.mp4", "not a readable media file"),
         ("empty.mp4", "empty download (0 bytes received)"),
