@@ -63,8 +63,8 @@ _PROVENANCE = [
 SOURCES: tuple[Column, ...] = (
     Column("source_id", S, False, "stable id of the source (derived from its URL or path; also its file name stem)"),
     Column("url", S, False, "the input line as given: http(s) URL or local file path"),
-    Column("kind", S, False, "url: downloaded with yt-dlp; local: a local file; invalid: a rejected input line",
-           choices=("url", "local", "invalid")),
+    Column("kind", S, False, "url: downloaded with yt-dlp; file: a local file; invalid: a rejected input line",
+           choices=("url", "file", "invalid")),
     Column("local_path", S, True, "source media file; relative to the manifest directory when it lies inside "
            "the build directory (downloads), otherwise the local input path as given"),
     Column("title", S, True, "title reported by the site (metadata only, never used in paths)"),
@@ -119,7 +119,7 @@ CLIPS: tuple[Column, ...] = (
     Column("keep", B, False, "the clip passed every quality filter (always true with --filter-mode score-only)"),
     Column("drop_reason", S, True, "first failing filter as name=value<threshold (or >), null when kept"),
     Column("split", S, False, "split of the clip's source", choices=SPLITS),
-    Column("vocals_backend", S, False, "vocal separator used: demucs, spleeter or none"),
+    Column("vocals_backend", S, False, "name of the vocal separator used (e.g. spleeter-2stems, a demucs model) or none"),
     *_PROVENANCE,
 )
 

@@ -57,7 +57,7 @@ def built(shared_media: Path, tmp_path_factory) -> tuple[Path, dict]:
                 media.write_wav(out / row["vocals_path"], 0.5 * mix, SR)
             truth[row["clip_id"]] = (frames, mix)
             rows.append(row)
-        sources.append(empty_row("sources", source_id=sid, url=str(shared_media / fname), kind="local",
+        sources.append(empty_row("sources", source_id=sid, url=str(shared_media / fname), kind="file",
                                  status="ok", n_scenes=1, n_scenes_too_short=0, n_clips_total=len(clips),
                                  n_clips_kept=sum(k for _, k in clips), split=split))
     for s in sources:

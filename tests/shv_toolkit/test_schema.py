@@ -61,7 +61,7 @@ def test_valid_rows_pass_and_numpy_scalars_are_accepted():
     validate_rows("clips", [clip_row(n_frames=np.int64(50), crop_cx=np.float32(3.5), keep=np.bool_(True),
                                      score_yaw_deg=math.nan, start_s=2)])
     validate_rows("train", [clip_row()])
-    validate_rows("sources", [empty_row("sources", source_id="x", url="/a.mp4", kind="local", status="failed",
+    validate_rows("sources", [empty_row("sources", source_id="x", url="/a.mp4", kind="file", status="failed",
                                         error="no face", n_scenes=0, n_scenes_too_short=0, n_clips_total=0,
                                         n_clips_kept=0, config_hash="h", toolkit_version="v",
                                         schema_version=sch.SCHEMA_VERSION)])
