@@ -26,3 +26,14 @@ def checkpoint_keys() -> Path:
     if not (keys / "README.md").is_file():
         raise RuntimeError(f"checkpoint key references not found at {keys}; set SHV_SHARED_DIR")
     return keys
+
+
+@pytest.fixture(scope="session")
+def sample_build(tmp_path_factory):
+    """The bundled real sample built once per session with default settings: (out_dir, summary)."""
+    from shv_toolkit.config import BuildConfig
+    from shv_toolkit.pipeline import run_build
+
+    out = tmp_path_factory.mktemp("sample_build")
+    summary = run_build(REPO / "manifests" / "sample" / "urls.txt", out, BuildConfig(), progress=False)
+    return out, summary

@@ -118,7 +118,8 @@ CLIPS: tuple[Column, ...] = (
     *_SCORE_COLUMNS,
     Column("keep", B, False, "the clip passed every quality filter (always true with --filter-mode score-only)"),
     Column("drop_reason", S, True, "first failing filter as name=value<threshold (or >), null when kept"),
-    Column("split", S, False, "split of the clip's source", choices=SPLITS),
+    Column("split", S, True, "split of the clip's source; null when the source kept no clip (status empty)",
+           choices=SPLITS),
     Column("vocals_backend", S, False, "name of the vocal separator used (e.g. spleeter-2stems, a demucs model) or none"),
     *_PROVENANCE,
 )

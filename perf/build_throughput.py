@@ -1,0 +1,94 @@
+"""shv-build throughput against plain FFmpeg on the same real video, measured in one run.
+
+    python perf/build_throughput.py [--shared ../shared/media] [--seconds 40] [--vocals none|auto]
+
+Makes a real singing source (franck.mp4's face with lena.wav's singing looped under it), then times:
+  1. shv-build on it (all stages: analysis decode, scenes, faces, tracking, filters, vocals, encode);
+  2. FFmpeg decoding the whole video alone (``ffmpeg -i src -f null -``);
+  3. FFmpeg decode + crop + scale + encode of exactly the kept clips (one FFmpeg process per kept
+     segment with the clip's median crop box, libx264 veryfast crf 18 at 512x512 - the minimum work
+     any tool must do to produce those clips).
+Prints the times and the ratios; the target is build / (3) <= 1.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import imageio_ffmpeg
+import numpy as np
+import pandas as pd
+
+from shv_toolkit import media
+from shv_toolkit.config import BuildConfig
+from shv_toolkit.pipeline import run_build
+
+
+def make_source(shared: Path, seconds: float, out: Path) -> Path:
+    frames = media.read_video(shared / "franck.mp4", fps=24.0, start=30.0, end=30.0 + seconds)
+    song = media.read_audio(shared / "lena.wav", sample_rate=44100)
+    n = int(frames.shape[0] / 24.0 * 44100)
+    audio = np.tile(song, int(np.ceil(n / song.size)))[:n]
+    return media.write_video(out, frames, fps=24.0, audio=audio, sample_rate=44100, crf=20)
+
+
+def ffmpeg(args: list[str]) -> float:
+    t = time.perf_counter()
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-nostdin", "-y", *args], check=True)
+    return time.perf_counter() - t
+
+
+def baseline_encode(src: Path, clips: pd.DataFrame, fps: float, size: int, tmp: Path) -> float:
+    """Decode+crop+encode of the kept clips, one FFmpeg process per contiguous kept segment."""
+    total = 0.0
+    segments: list[list] = []  # [start, end, box] of runs of back-to-back kept clips
+    for _, c in clips.sort_values("start_frame").iterrows():
+        if segments and c["start_frame"] == segments[-1][1]:
+            segments[-1][1] = c["end_frame"]
+        else:
+            segments.append([c["start_frame"], c["end_frame"], (c["crop_cx"], c["crop_cy"], c["crop_side"])])
+    for i, (s, e, (cx, cy, side)) in enumerate(segments):
+        side = int(side)
+        x0, y0 = int(cx - side / 2), int(cy - side / 2)
+        vf = (f"fps={fps},pad=iw+{2 * side}:ih+{2 * side}:{side}:{side},"
+              f"crop={side}:{side}:{x0 + side}:{y0 + side},scale={size}:{size}")
+        total += ffmpeg(["-ss", f"{s / fps:.3f}", "-t", f"{(e - s) / fps:.3f}", "-i", str(src), "-vf", vf,
+                         "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p",
+                         "-threads", "1", "-an", str(tmp / f"seg{i}.mp4")])
+    return total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "media")
+    ap.add_argument("--seconds", type=float, default=40.0)
+    ap.add_argument("--vocals", default="none", choices=["none", "auto", "spleeter", "demucs"])
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        src = make_source(args.shared, args.seconds, tmp / "source.mp4")
+        (tmp / "list.txt").write_text(f"{src}\n")
+        cfg = BuildConfig()
+        cfg.vocals.backend = args.vocals
+        t = time.perf_counter()
+        summary = run_build(tmp / "list.txt", tmp / "out", cfg, progress=False)
+        t_build = time.perf_counter() - t
+        kept = pd.read_parquet(tmp / "out" / "clips.parquet").query("keep")
+        t_decode = ffmpeg(["-i", str(src), "-f", "null", "-"])
+        t_base = baseline_encode(src, kept, cfg.clips.fps, cfg.clips.size, tmp)
+        print(f"source: {args.seconds:.0f} s real video, {len(kept)} kept clips; vocals={args.vocals}")
+        print(f"  shv-build total            {t_build:7.2f} s   (stages: {summary.stage_seconds})")
+        print(f"  ffmpeg decode alone        {t_decode:7.2f} s")
+        print(f"  ffmpeg decode+crop+encode  {t_base:7.2f} s   (kept clips only)")
+        print(f"  ratio build / decode                 {t_build / t_decode:6.2f}x")
+        print(f"  ratio build / (decode+crop+encode)   {t_build / t_base:6.2f}x   (target <= 1.5x)")
+
+
+if __name__ == "__main__":
+    main()

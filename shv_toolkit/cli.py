@@ -1,0 +1,133 @@
+"""``shv-build``: a thin command line over :func:`shv_toolkit.pipeline.run_build`.
+
+Exit status: 0 every source produced clips; 1 some sources failed, produced no clip, or some input
+lines were rejected (all recorded in sources.parquet and the log); 2 bad usage (arguments, config,
+unreadable list file); 130 interrupted (rerun the same command to resume).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from shv_toolkit import __version__
+from shv_toolkit.config import BuildConfig
+from shv_toolkit.errors import InputListError, UsageError
+
+log = logging.getLogger("shv_toolkit")
+
+EXIT_OK, EXIT_SOURCES_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="shv-build",
+        description="Build an SHV-style singing-head dataset from a list of video URLs or local files: "
+        "download, scene cut, face crop (scale 0.8), 2 s / 25 fps clips, vocals, quality filter, "
+        "4:1 source-level split, Parquet manifests. Rerun the same command to resume.",
+        epilog="Exit status: 0 all sources ok; 1 some sources failed or gave no clip; 2 bad usage; "
+        "130 interrupted.",
+    )
+    p.add_argument("--urls", required=True, type=Path, help="list file: one http(s) URL or local path per line")
+    p.add_argument("--out", required=True, type=Path, help="output directory (manifests, clips, logs)")
+    p.add_argument("--config", type=Path, help="YAML file overriding BuildConfig fields (see README)")
+    p.add_argument("--filter-mode", choices=["filter", "score-only"], help="score-only keeps every clip")
+    p.add_argument("--vocals", choices=["auto", "demucs", "spleeter", "none"], help="vocal separator")
+    p.add_argument("--demucs-model-dir", help="local directory holding a demucs model (never downloaded)")
+    p.add_argument("--device", help="torch device for separation (cpu, cuda, ...)")
+    p.add_argument("--cookies", help="Netscape cookies file passed to yt-dlp")
+    p.add_argument("--cookies-from-browser", help="browser to read cookies from (yt-dlp syntax)")
+    p.add_argument("--rate-limit", help="download rate limit, e.g. 2M")
+    p.add_argument("--sleep-interval", type=float, help="seconds to sleep before each download")
+    p.add_argument("--max-filesize-mb", type=float, help="refuse larger sources")
+    p.add_argument("--max-duration", type=float, help="refuse sources longer than this (seconds)")
+    p.add_argument("--seed", type=int, help="split seed")
+    p.add_argument("--workers", type=int, default=1, help="parallel worker processes (local engine)")
+    p.add_argument("--retry-failed", action="store_true", help="process failed sources again")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.add_argument("--version", action="version", version=f"shv-build {__version__}")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> BuildConfig:
+    cfg = BuildConfig.from_yaml(args.config) if args.config else BuildConfig()
+    overrides = {
+        ("filters", "mode"): args.filter_mode,
+        ("vocals", "backend"): args.vocals,
+        ("vocals", "demucs_model_dir"): args.demucs_model_dir,
+        ("vocals", "device"): args.device,
+        ("download", "cookies"): args.cookies,
+        ("download", "cookies_from_browser"): args.cookies_from_browser,
+        ("download", "rate_limit"): args.rate_limit,
+        ("download", "sleep_interval"): args.sleep_interval,
+        ("download", "max_filesize_mb"): args.max_filesize_mb,
+        ("download", "max_duration_s"): args.max_duration,
+        ("split", "seed"): args.seed,
+    }
+    for (section, key), value in overrides.items():
+        if value is not None:
+            setattr(getattr(cfg, section), key, value)
+    return cfg
+
+
+def _setup_logging(out: Path, verbose: bool) -> None:
+    out.joinpath("logs").mkdir(parents=True, exist_ok=True)
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    fh = logging.FileHandler(out / "logs" / "build.log", encoding="utf-8")
+    fh.setFormatter(fmt)
+    root.addHandler(fh)
+    sh = logging.StreamHandler(sys.stderr)
+    sh.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    sh.setFormatter(fmt)
+    root.addHandler(sh)
+
+
+def _quiet_native_logs() -> None:
+    """mediapipe/TFLite log through glog/absl to stderr; keep warnings out of the progress bars."""
+    os.environ.setdefault("GLOG_minloglevel", "2")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_native_logs()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        if args.workers < 1:
+            raise UsageError("--workers must be >= 1")
+        if not args.urls.is_file():
+            raise UsageError(f"URL list not found: {args.urls}")
+    except UsageError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"shv-build: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    _setup_logging(args.out, args.verbose)
+
+    from shv_toolkit.engines import make_engine
+    from shv_toolkit.pipeline import run_build
+
+    try:
+        summary = run_build(
+            args.urls, args.out, cfg, progress=not args.no_progress, retry_failed=args.retry_failed,
+            engine=make_engine("local", workers=args.workers, cfg=cfg, out=args.out,
+                               progress=not args.no_progress),
+        )
+    except (InputListError, UsageError) as exc:
+        print(f"shv-build: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("shv-build: interrupted; rerun the same command to resume", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    print(summary.render())
+    return summary.exit_code()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
