@@ -16,6 +16,7 @@ results are comparable exactly when those match. Shards evaluated separately com
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import logging
 import math
@@ -24,6 +25,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from benchmark.metrics import METRICS, metric_class
 from benchmark.metrics.base import Clip, Metric, MetricResult, align, resize_frames
@@ -99,8 +102,14 @@ def _json_safe(x: Any) -> Any:
         return {str(k): _json_safe(v) for k, v in x.items()}
     if isinstance(x, list | tuple):
         return [_json_safe(v) for v in x]
-    if hasattr(x, "item") and callable(x.item):  # numpy scalars
+    if isinstance(x, np.ndarray):
+        return _json_safe(x.tolist())
+    if isinstance(x, np.generic):
         return _json_safe(x.item())
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return _json_safe(dataclasses.asdict(x))
+    if isinstance(x, Path):
+        return str(x)
     return x
 
 
