@@ -275,6 +275,15 @@ def ydl_options(cfg: DownloadConfig, outtmpl: str, logger: _YdlLogger | None = N
     return opts
 
 
+def check_download_config(cfg: DownloadConfig) -> None:
+    """Raise :class:`UsageError` for settings no source can work with (call once before a build)."""
+    if cfg.max_filesize_mb <= 0 or cfg.max_duration_s <= 0:
+        raise UsageError("download.max_filesize_mb and download.max_duration_s must be positive")
+    if cfg.retries < 0 or cfg.socket_timeout <= 0:
+        raise UsageError("download.retries must be >= 0 and download.socket_timeout > 0")
+    ydl_options(cfg, "%(id)s.%(ext)s")  # cookies file, browser spec and rate limit
+
+
 def _match_filter(cfg: DownloadConfig, reasons: list[str]):
     def check(info: dict, *, incomplete: bool = False) -> str | None:
         reason = None

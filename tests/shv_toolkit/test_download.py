@@ -290,8 +290,13 @@ def test_ydl_options(tmp_path: Path) -> None:
     assert Path(opts["ffmpeg_location"]).is_file() and os.access(opts["ffmpeg_location"], os.X_OK)
     assert opts["outtmpl"] == {"default": str(tmp_path / "src-0.%(ext)s")}
     assert opts["noplaylist"] and opts["restrictfilenames"]
+    D.check_download_config(cfg)
     with pytest.raises(UsageError, match="invalid rate limit"):
         D.ydl_options(DownloadConfig(rate_limit="fast"), "x")
+    with pytest.raises(UsageError, match="invalid rate limit"):
+        D.check_download_config(DownloadConfig(rate_limit="fast"))
+    with pytest.raises(UsageError, match="must be positive"):
+        D.check_download_config(DownloadConfig(max_duration_s=0))
     with pytest.raises(UsageError, match="cookies file not found"):
         D.ydl_options(DownloadConfig(cookies=str(tmp_path / "none.txt")), "x")
 
