@@ -218,12 +218,15 @@ class _TooLarge(Exception):
 
 def parse_cookies_from_browser(spec: str) -> tuple:
     """``BROWSER[+KEYRING][:PROFILE][::CONTAINER]`` exactly as yt-dlp's ``--cookies-from-browser``."""
+    import optparse
+
     import yt_dlp
 
     try:
         opts = yt_dlp.parse_options(["--ignore-config", "--cookies-from-browser", spec])
-    except (SystemExit, ValueError) as exc:  # optparse reports bad values by exiting
-        raise UsageError(f"invalid --cookies-from-browser value {spec!r}") from exc
+    except (optparse.OptParseError, SystemExit, ValueError) as exc:
+        reason = one_line(str(exc).strip().splitlines()[-1] if str(exc).strip() else exc)
+        raise UsageError(f"invalid --cookies-from-browser value {spec!r}: {reason}") from exc
     return opts.ydl_opts["cookiesfrombrowser"]
 
 

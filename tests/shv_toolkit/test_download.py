@@ -297,6 +297,8 @@ def test_ydl_options(tmp_path: Path) -> None:
         D.check_download_config(DownloadConfig(rate_limit="fast"))
     with pytest.raises(UsageError, match="must be positive"):
         D.check_download_config(DownloadConfig(max_duration_s=0))
+    with pytest.raises(UsageError, match=r"invalid --cookies-from-browser value 'netscape': .*unsupported browser"):
+        D.check_download_config(DownloadConfig(cookies_from_browser="netscape"))
     with pytest.raises(UsageError, match="cookies file not found"):
         D.ydl_options(DownloadConfig(cookies=str(tmp_path / "none.txt")), "x")
 
