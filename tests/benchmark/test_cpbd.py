@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from types import SimpleNamespace
 
 import cv2
@@ -72,25 +71,18 @@ def test_stages_equal_the_reference_stages(cpbd_pkg, real_frames, use_numba):
             )
 
 
-def test_cpbd_agrees_with_package_and_is_faster(cpbd_pkg, real_frames):
-    ours.cpbd_grey(ours.rgb_to_grey(real_frames[0]))  # compile / load the numba cache outside the timing
-    t_ref = t_ours = 0.0
+def test_cpbd_agrees_with_package(cpbd_pkg, real_frames):
+    # speed against the package is measured by perf/metrics_speed.py, not asserted here
     for f in real_frames:
         values = []
         for s in BLURS:
             grey = ours.rgb_to_grey(blurred(f, s))
-            t0 = time.perf_counter()
             ref = cpbd_pkg.compute(grey.astype(np.float64))
-            t1 = time.perf_counter()
             val = ours.cpbd_grey(grey)
-            t2 = time.perf_counter()
-            t_ref, t_ours = t_ref + t1 - t0, t_ours + t2 - t1
             assert abs(val - ref) < 0.005, (s, val, ref)
             values.append(val)
         # a sharp real frame is clearly sharper than its blurred copies
         assert values[0] > values[1] > values[2] and values[0] > 0.1, values
-    # measured ~25-30x on an idle machine; 5x leaves room for a loaded CI runner
-    assert t_ref / t_ours > 5, (t_ref, t_ours)
 
 
 def test_clip_metric_generated_only_frame_step_and_merge(real_frames):
