@@ -69,6 +69,21 @@ def test_preprocess_matches_opencv_bilinear(real_window: np.ndarray) -> None:
         np.testing.assert_allclose(ours, ref, atol=0.05)
 
 
+def test_batchnorm_folding_is_exact_in_function() -> None:
+    torch.manual_seed(0)
+    unit = i3d.Unit3D(8, 16, (3, 3, 3), (2, 2, 2))
+    unit.bn.running_mean.uniform_(-1, 1)
+    unit.bn.running_var.uniform_(0.1, 3)
+    unit.bn.bias.data.uniform_(-1, 1)
+    x = torch.randn(2, 8, 9, 15, 15)
+    with torch.no_grad():
+        before = unit(x)
+        unit.fuse_batchnorm()
+        after = unit(x)
+    assert unit.bn is None and before.shape == (2, 16, 5, 8, 8)  # "SAME": ceil(9/2), ceil(15/2)
+    torch.testing.assert_close(after, before, rtol=1e-5, atol=1e-5)
+
+
 def test_rejects_bad_shapes(model: i3d.InceptionI3d) -> None:
     with pytest.raises(ValueError, match="at least 9 frames"):
         model(torch.zeros(1, 3, 8, 224, 224))
