@@ -104,6 +104,17 @@ def _meta_str(v: object, limit: int = 500) -> str | None:
 # ------------------------------------------------------------------------------------ media checks
 
 
+def _video_stream_duration(v) -> float | None:
+    """The video stream's own duration: from the stream header (mp4) or a DURATION tag (mkv/webm)."""
+    if v.duration and v.time_base:
+        return float(v.duration * v.time_base)
+    tag = (v.metadata or {}).get("DURATION")
+    m = re.fullmatch(r"(\d+):(\d{2}):(\d{2}(?:\.\d+)?)", tag.strip()) if tag else None
+    if m:
+        return int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3))
+    return None
+
+
 def _check_decodable(path: Path, info: MediaInfo) -> None:
     """Decode the first video and audio frames and video near the end (catches truncation)."""
     import av
@@ -121,10 +132,15 @@ def _check_decodable(path: Path, info: MediaInfo) -> None:
             a = c.streams.audio[0]
             if next(iter(c.decode(a)), None) is None:
                 raise MediaError(f"no decodable audio frame: {name}")
-            vdur = float(v.duration * v.time_base) if v.duration else info.duration
+            vdur = _video_stream_duration(v)
+            fps = info.fps or 25.0
+            if vdur is not None:
+                slack = max(1.0, 3.0 / fps)
+            else:  # only the container's duration (may include a longer audio track)
+                vdur = info.duration
+                slack = max(3.0, 0.05 * vdur)
             if vdur <= 0:
                 return
-            fps = info.fps or 25.0
             tail = max(0.0, vdur - 2.0)
             if tail > 0:
                 c.seek(int((tail + t0) / tb), stream=v, backward=True, any_frame=False)
@@ -134,7 +150,7 @@ def _check_decodable(path: Path, info: MediaInfo) -> None:
                     last_t = frame.pts * tb - t0
     except av.FFmpegError as exc:
         raise MediaError(f"decoding failed in {name}: {one_line(exc)}") from exc
-    need = vdur - max(1.0, 3.0 / fps)
+    need = vdur - slack
     if last_t is None or last_t < need:
         got = "no frame" if last_t is None else f"last frame at {last_t:.2f} s"
         raise MediaError(f"truncated or damaged: video decodes only partly ({got} of {vdur:.2f} s): {name}")

@@ -63,6 +63,11 @@ def media_dir(shared_media: Path, tmp_path_factory: pytest.TempPathFactory) -> P
         '#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="aud",NAME="en",DEFAULT=YES,AUTOSELECT=YES,URI="a.m3u8"\n'
         '#EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=640x360,CODECS="avc1.64001e,mp4a.40.2",AUDIO="aud"\n'
         "v.m3u8\n")
+    # Matroska keeps the video duration in a DURATION tag, not in the stream header
+    subprocess.run([ffmpeg, "-loglevel", "error", "-i", str(good), "-c", "copy", str(d / "singer.mkv")],
+                   check=True, timeout=60)
+    mkv = (d / "singer.mkv").read_bytes()
+    (d / "cut_data.mkv").write_bytes(mkv[: len(mkv) // 2])
     (d / "two_videos.html").write_text(
         '<html><body><video src="singer.mp4"></video><video src="silent.mp4"></video></body></html>')
     return d
@@ -251,6 +256,7 @@ def test_duration_cap_uses_site_metadata_before_downloading() -> None:
         ("silent.mp4", "video-only: no audio track in silent.mp4"),
         ("cut_index_at_end.mp4", "not a readable media file: cut_index_at_end.mp4"),
         ("cut_data.mp4", "truncated or damaged: video decodes only partly"),
+        ("cut_data.mkv", "truncated or damaged: video decodes only partly"),
     ],
 )
 def test_bad_local_files(media_dir: Path, tmp_path: Path, name: str, expected: str) -> None:
@@ -268,6 +274,8 @@ def test_local_caps_and_ok(media_dir: Path, tmp_path: Path) -> None:
     rec = D.fetch_source(spec, tmp_path, FAST, progress=False)
     assert rec.status == "ok" and rec.local_path == str(media_dir / "singer.mp4")
     assert not list(tmp_path.iterdir())  # local files are not copied
+    mkv = D.fetch_source(_file_spec(media_dir / "singer.mkv"), tmp_path, FAST, progress=False)
+    assert mkv.status == "ok" and mkv.duration_s == pytest.approx(rec.duration_s, abs=0.05)
     exc = _fail(spec, tmp_path, DownloadConfig(max_filesize_mb=0.1))
     assert str(exc) == "too large: 0.2 MB > cap 0.1 MB (max_filesize_mb)"
     exc = _fail(spec, tmp_path, DownloadConfig(max_duration_s=2.0))
