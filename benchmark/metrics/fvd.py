@@ -46,7 +46,8 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     ``tr((S1 S2)^(1/2))`` is computed as the sum of the square roots of the eigenvalues of the
     symmetric PSD matrix ``S1^(1/2) S2 S1^(1/2)`` (same spectrum as ``S1 S2``), which is stable for
     the rank-deficient covariances of small sets, where ``scipy.linalg.sqrtm(S1 @ S2)`` returns
-    complex noise. Eigenvalues within round-off of 0 count as 0.
+    complex noise. Eigenvalues within round-off of 0 count as 0, and so does a result within
+    round-off below 0.
     """
     mu1 = np.atleast_1d(np.asarray(mu1, dtype=np.float64))
     mu2 = np.atleast_1d(np.asarray(mu2, dtype=np.float64))
@@ -71,7 +72,10 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     tol = d * np.finfo(np.float64).eps * max(float(ev.max()), 0.0)
     tr_covmean = float(np.sqrt(np.where(ev > tol, ev, 0.0)).sum())
     diff = mu1 - mu2
-    return float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * tr_covmean)
+    total = float(diff @ diff + np.trace(s1) + np.trace(s2))
+    value = total - 2.0 * tr_covmean
+    # FD >= 0: a negative value within round-off of the terms' size (identical sets) is 0
+    return 0.0 if -1e-10 * total <= value < 0.0 else value
 
 
 def window_starts(n_frames: int, window: int, stride: int) -> list[int]:
