@@ -22,7 +22,7 @@ from singer_model.config import SingerConfig
 from singer_model.msm import MultiScaleSpectralModule
 
 #: prefixes Hallo stage 2 trains; SINGER additionally trains its two modules
-HALLO_TRAINABLE = ("audioproj.", "denoising_unet.audio_modules", "denoising_unet.motion_modules")
+HALLO_TRAINABLE = ("audioproj.", "audio_modules", "motion_modules")
 
 
 class SingerNet(nn.Module):
@@ -57,11 +57,12 @@ class SingerNet(nn.Module):
         return HALLO_TRAINABLE + tuple(extra)
 
     def freeze_backbone(self, trainable: tuple[str, ...] | None = None) -> list[str]:
-        """Freeze every parameter whose name does not match ``trainable`` (substring match on the name)."""
+        """Freeze every parameter not matched by ``trainable``: an entry with a dot is a name prefix, one
+        without a dot a module name anywhere in the path (e.g. ``audio_modules``). Returns trainable names."""
         keys = trainable if trainable is not None else self.trainable_prefixes()
         names = []
         for name, p in self.named_parameters():
-            on = any(name.startswith(k) or f".{k.rstrip('.')}." in f".{name}" for k in keys)
+            on = any(name.startswith(k) or ("." not in k and f".{k}." in f".{name}") for k in keys)
             p.requires_grad_(on)
             if on:
                 names.append(name)
