@@ -1,0 +1,265 @@
+"""SINGER inference: a reference image + driving audio of any length -> video frames (and an mp4).
+
+Checkpoint directory (what :func:`load_pipeline` reads; ``shv-train`` writes every checkpoint in it)::
+
+    DIR/config.yaml          model:   SingerConfig as a dict (or {preset: full|tiny|hallo|singer_published})
+                             data:    DataConfig (size, n_frames = window length, fps, ...)
+                             weights: vae, wav2vec2, face_analysis (+ optional hallo_net / singer_net / sd15_unet /
+                                      motion_module, as singer_model.checkpoints.WeightPaths)
+                             net:     list of state files loaded in order, later ones override earlier ones:
+                                      native safetensors written by shv-train (base_net.safetensors,
+                                      trainable.safetensors) or a published Hallo/SINGER net.pth
+                             scheduler: DDIMScheduler kwargs; inference: {steps, guidance_scale}
+    DIR/trainable.safetensors  (for example)
+
+Relative paths resolve against ``config.yaml``'s folder. Every file is read with safetensors or
+``torch.load(weights_only=True)``; a missing one raises :class:`MissingWeightsError` naming it.
+
+Generation (Hallo's long-video scheme): the audio gives ``T = round(len / 16000 * fps)`` frames; windows of
+``data.n_frames`` frames are generated one after another; the reference UNet sees the reference image and
+the last ``n_motion_frames`` latents of the previous window (the reference latent repeated for the first
+window); each window is denoised from seeded Gaussian noise by DDIM (``steps``, default 40) with
+classifier-free guidance (``guidance_scale``, default 3.5; the unconditional branch drops the reference,
+the identity embedding and the audio, as in training); the last window is padded with the last audio frame
+and trimmed. The frames are at the model's resolution (``data.size``).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from shv_toolkit import media
+from shv_toolkit.errors import MissingWeightsError, UsageError
+from singer_model.checkpoints import MSM_NATIVE, SFM_NATIVE, from_published, load_vae, read_state_dict
+from singer_model.config import SingerConfig
+from singer_model.data import (
+    AudioEncoder,
+    DataConfig,
+    IdentityEmbedder,
+    Preprocessor,
+    decode_latents,
+    window_features,
+)
+from singer_model.model import SingerNet
+
+log = logging.getLogger(__name__)
+
+VARIANTS = {
+    "singer": (True, True),
+    "singer-no-msm": (False, True),
+    "singer-no-sfm": (True, False),
+    "singer-no-both": (False, False),
+}
+
+#: Hallo's inference scheduler (configs/inference/default.yaml with enable_zero_snr)
+DEFAULT_SCHEDULER: dict[str, Any] = {
+    "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "linear",
+    "steps_offset": 1, "clip_sample": False, "rescale_betas_zero_snr": True, "timestep_spacing": "trailing",
+    "prediction_type": "v_prediction",
+}
+CONFIG_NAME = "config.yaml"
+
+
+def model_config_from(d: dict[str, Any]) -> SingerConfig:
+    """``{preset: name, **scalar overrides}`` or a full :meth:`SingerConfig.to_dict` dict."""
+    d = dict(d or {})
+    preset = d.pop("preset", None)
+    if preset is None:
+        return SingerConfig.from_dict(d)
+    if preset not in ("full", "tiny", "hallo", "singer_published"):
+        raise UsageError(f"unknown model preset {preset!r}")
+    return getattr(SingerConfig, preset)(**d)
+
+
+def read_config(path: str | os.PathLike) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise MissingWeightsError(f"checkpoint config not found: {p}")
+    data = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(data, dict):
+        raise UsageError(f"{p}: expected a mapping")
+    return data
+
+
+def _resolve(base: Path, value: str | None) -> str | None:
+    if not value:
+        return None
+    p = Path(value)
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def load_net(cfg: SingerConfig, files: list[str], base: Path) -> SingerNet:
+    """Build the net and fill it from ``files`` (in order); every parameter must be covered."""
+    net = SingerNet(cfg)
+    expected = net.state_dict()
+    covered: set[str] = set()
+    disabled = tuple(p for p, on in ((MSM_NATIVE, cfg.use_msm), (SFM_NATIVE, cfg.use_sfm)) if not on)
+    for f in files:
+        path = _resolve(base, f)
+        sd = read_state_dict(path, "SINGER network weights (checkpoint 'net' entry)")
+        sd = from_published(sd)
+        sd = {k: v for k, v in sd.items() if not (disabled and k.startswith(disabled))}
+        unexpected = sorted(set(sd) - set(expected))
+        if unexpected:
+            raise MissingWeightsError(f"{path}: names the model does not have, e.g. {unexpected[:5]}")
+        bad = [k for k, v in sd.items() if tuple(v.shape) != tuple(expected[k].shape)]
+        if bad:
+            raise MissingWeightsError(f"{path}: shape mismatch for {bad[:5]}")
+        net.load_state_dict(sd, strict=False)
+        covered |= set(sd)
+    missing = sorted(set(expected) - covered)
+    if missing:
+        raise MissingWeightsError(f"checkpoint files {files} do not provide {len(missing)} tensors, e.g. {missing[:5]}")
+    return net.eval().requires_grad_(False)
+
+
+class SingerPipeline:
+    """Net + VAE + preprocessing + DDIM sampling (see module docstring)."""
+
+    def __init__(self, net: SingerNet, pre: Preprocessor, scheduler: dict[str, Any] | None = None,
+                 device: str | torch.device = "cpu", defaults: dict[str, Any] | None = None) -> None:
+        self.net = net
+        self.pre = pre
+        self.scheduler_kwargs = dict(DEFAULT_SCHEDULER if scheduler is None else scheduler)
+        self.device = torch.device(device)
+        self.defaults = dict(defaults or {})
+
+    @property
+    def data(self) -> DataConfig:
+        return self.pre.cfg
+
+    def _scheduler(self) -> Any:
+        from diffusers import DDIMScheduler
+
+        return DDIMScheduler(**self.scheduler_kwargs)
+
+    @torch.no_grad()
+    def generate(self, reference_image: np.ndarray, audio: np.ndarray, num_frames: int | None = None,
+                 fps: float | None = None, seed: int = 0, steps: int = 40, guidance_scale: float = 3.5,
+                 progress: bool = False) -> np.ndarray:
+        """``(T, size, size, 3)`` uint8 frames driven by 16 kHz mono ``audio``."""
+        from tqdm import tqdm
+
+        fps = float(fps or self.data.fps)
+        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
+        n = int(num_frames) if num_frames is not None else int(round(len(audio) / self.data.sample_rate * fps))
+        if n < 1:
+            raise UsageError("audio too short for one frame")
+        dev, net = self.device, self.net
+        dtype = next(net.parameters()).dtype
+        cond = self.pre.reference(reference_image)
+        feats = window_features(self.pre.audio(audio, n), net.cfg.audio_window)
+        win, m = self.data.n_frames, net.cfg.n_motion_frames
+        ref = cond.ref_latent.to(dev, dtype)
+        face_emb = cond.face_emb[None].to(dev, dtype)
+        zero_emb = torch.zeros_like(face_emb)
+        region = cond.face_region[None, None].expand(1, 3, -1, -1).to(dev, dtype)
+        masks = [x[None, None].expand(1, win, -1, -1).to(dev, dtype)
+                 for x in (cond.full_mask, cond.face_mask, cond.lip_mask)]
+        motion = ref[None].expand(m, -1, -1, -1)
+        gen = torch.Generator("cpu").manual_seed(int(seed))
+        sched = self._scheduler()
+        out: list[torch.Tensor] = []
+        starts = range(0, n, win)
+        for s in tqdm(starts, desc="windows", unit="win", disable=not progress):
+            af = feats[s:s + win]
+            if af.shape[0] < win:
+                af = torch.cat([af, af[-1:].expand(win - af.shape[0], *af.shape[1:])])
+            af = af[None].to(dev, dtype)
+            ref_feats = net.reference_features(torch.cat([ref[None], motion]), net.imageproj(face_emb))
+            sched.set_timesteps(steps, device=dev)
+            lat = torch.randn((1, ref.shape[0], win, *ref.shape[1:]), generator=gen).to(dev, dtype)
+            lat = lat * sched.init_noise_sigma
+            for t in sched.timesteps:
+                inp = sched.scale_model_input(lat, t)
+                tt = t.reshape(1).to(dev)
+                pred = net(inp, tt, None, face_emb, af, region, *masks, reference_features=ref_feats)
+                if guidance_scale != 1.0:
+                    unc = net(inp, tt, None, zero_emb, af, region, *masks, uncond_img_fwd=True,
+                              uncond_audio_fwd=True)
+                    pred = unc + guidance_scale * (pred - unc)
+                lat = sched.step(pred, t, lat).prev_sample
+            frames = lat[0].permute(1, 0, 2, 3)  # [F, C, h, w]
+            motion = frames[-m:] if m else frames[:0]
+            out.append(frames[: min(win, n - s)].float().cpu())
+        return decode_latents(self.pre.vae, torch.cat(out))
+
+    def close(self) -> None:
+        self.pre.close()
+
+
+def load_pipeline(checkpoint_dir: str | os.PathLike, variant: str = "singer", device: str = "cpu",
+                  dtype: torch.dtype = torch.float32) -> SingerPipeline:
+    """Everything :func:`generate_video` needs, from a checkpoint directory (layout: module docstring)."""
+    if variant not in VARIANTS:
+        raise UsageError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+    base = Path(checkpoint_dir)
+    conf = read_config(base / CONFIG_NAME)
+    use_msm, use_sfm = VARIANTS[variant]
+    mcfg = model_config_from(conf.get("model") or {})
+    mcfg = replace(mcfg, use_msm=mcfg.use_msm and use_msm, use_sfm=mcfg.use_sfm and use_sfm,
+                   gradient_checkpointing=False)
+    files = conf.get("net") or []
+    if not files:
+        raise MissingWeightsError(f"{base / CONFIG_NAME}: no 'net' weight files listed")
+    net = load_net(mcfg, list(files), base).to(device=device, dtype=dtype)
+    weights = conf.get("weights") or {}
+    vae_path = _resolve(base, weights.get("vae"))
+    w2v_path = _resolve(base, weights.get("wav2vec2"))
+    if vae_path is None or w2v_path is None:
+        raise MissingWeightsError(f"{base / CONFIG_NAME}: weights.vae and weights.wav2vec2 are required")
+    data = DataConfig.from_dict(conf.get("data") or {})
+    vae = load_vae(vae_path, dtype=dtype, device=device)
+    pre = Preprocessor(data, vae, AudioEncoder(w2v_path, device),
+                       IdentityEmbedder(mcfg.image_embed_dim, _resolve(base, weights.get("face_analysis")),
+                                        data.identity_backend))
+    return SingerPipeline(net, pre, conf.get("scheduler"), device, conf.get("inference"))
+
+
+@functools.lru_cache(maxsize=1)
+def _cached_pipeline(checkpoint_dir: str, variant: str, device: str) -> SingerPipeline:
+    return load_pipeline(checkpoint_dir, variant, device)
+
+
+def generate_video(
+    reference_image: np.ndarray,
+    audio: np.ndarray,
+    checkpoint_dir: str | os.PathLike,
+    variant: str = "singer",
+    num_frames: int | None = None,
+    fps: float = 25,
+    seed: int = 0,
+    device: str = "cpu",
+    steps: int = 40,
+    guidance_scale: float = 3.5,
+    out: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """Frames ``(T, H, W, 3)`` uint8 (``T`` = audio length at ``fps`` unless ``num_frames``); with ``out``,
+    also an mp4 with the audio muxed. The loaded pipeline is reused across calls with the same checkpoint."""
+    pipe = _cached_pipeline(str(Path(checkpoint_dir).resolve()), variant, device)
+    frames = pipe.generate(reference_image, audio, num_frames=num_frames, fps=fps, seed=seed, steps=steps,
+                           guidance_scale=guidance_scale, progress=progress)
+    if out is not None:
+        write_result(out, frames, audio, fps, pipe.data.sample_rate)
+    return frames
+
+
+def write_result(path: str | os.PathLike, frames: np.ndarray, audio: np.ndarray, fps: float = 25,
+                 sample_rate: int = 16000) -> Path:
+    """mp4 (H.264 + AAC) with the audio trimmed/padded to the video's duration."""
+    n = int(round(len(frames) / fps * sample_rate))
+    a = np.asarray(audio, np.float32).reshape(-1)[:n]
+    if len(a) < n:
+        a = np.pad(a, (0, n - len(a)))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return media.write_video(path, frames, fps=fps, audio=a, sample_rate=sample_rate)
