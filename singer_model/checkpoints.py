@@ -25,6 +25,7 @@ Files are read with safetensors or ``torch.load(weights_only=True)``; a missing 
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from collections.abc import Mapping
@@ -307,7 +308,8 @@ def load_vae(path: str | Path, dtype: torch.dtype = torch.float32, device: str |
         from diffusers.loaders.single_file_utils import convert_ldm_vae_checkpoint
 
         sd = convert_ldm_vae_checkpoint(sd, config)
-    vae = AutoencoderKL(**{k: v for k, v in config.items() if k in AutoencoderKL.__init__.__code__.co_varnames})
+    accepted = inspect.signature(AutoencoderKL.__init__).parameters  # follows register_to_config's wrapper
+    vae = AutoencoderKL(**{k: v for k, v in config.items() if k in accepted})
     vae.load_state_dict(sd, strict=True)
     return vae.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
