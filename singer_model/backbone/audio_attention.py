@@ -95,5 +95,5 @@ class AudioTransformer3D(nn.Module):
         flat_masks = tuple(m.reshape(b * f, h * w) for m in masks)
         for block in self.transformer_blocks:
             x = block(x, tokens, flat_masks, (h, w), motion_scale)  # type: ignore[arg-type]
-        x = self.proj_out(x.reshape(b * f, h, w, inner).permute(0, 3, 1, 2))
+        x = self.proj_out(x.reshape(b * f, h, w, inner).permute(0, 3, 1, 2).contiguous())
         return from_frames(x + residual, f)

@@ -105,5 +105,5 @@ class SpatialTransformer3D(nn.Module):
             motion = per_sample[:, 1:].reshape(b, m, h, w, c).permute(0, 4, 1, 2, 3)
         for block in self.transformer_blocks:
             x = block(x, ctx, ref_tokens)
-        x = self.proj_out(x.reshape(b * f, h, w, c).permute(0, 3, 1, 2))
+        x = self.proj_out(x.reshape(b * f, h, w, c).permute(0, 3, 1, 2).contiguous())
         return from_frames(x + residual, f), motion

@@ -82,7 +82,7 @@ class TemporalTransformer3D(nn.Module):
         x = self.proj_in(x)
         for block in self.transformer_blocks:
             x = block(x, f)
-        x = self.proj_out(x).reshape(b * f, h, w, c).permute(0, 3, 1, 2)
+        x = self.proj_out(x).reshape(b * f, h, w, c).permute(0, 3, 1, 2).contiguous()
         out = x + residual
         return out.reshape(b, f, c, h, w).permute(0, 2, 1, 3, 4)
 

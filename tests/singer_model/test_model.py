@@ -58,9 +58,35 @@ def test_tiny_forward_shape_finite_and_backward(singer: SingerNet) -> None:
         expect = {n for n in names if n.startswith(("audioproj.", "msm.", "denoising_unet.sfm."))
                   or ".audio_modules." in n or ".motion_modules." in n}
         assert trainable == expect and trainable
+        # backward with the backbone frozen (Hallo stage 2 / SINGER training): only trainable params get grads
+        out = singer(**x)
+        out.square().mean().backward()
+        got = {n for n, p in singer.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+        assert got and got <= trainable
+        assert any(n.startswith("msm.") for n in got) and any(".motion_modules." in n for n in got)
     finally:
+        singer.zero_grad(set_to_none=True)
         for p in singer.parameters():
             p.requires_grad_(True)
+
+
+def test_no_group_norm_sees_channels_last_input(singer: SingerNet) -> None:
+    """torch 2.13's CPU GroupNorm backward for channels-last input segfaults when the affine weights
+    are frozen; the blocks hand GroupNorm contiguous tensors. Guard that for every GroupNorm."""
+    seen: list[str] = []
+    hooks = [
+        m.register_forward_pre_hook(lambda mod, args, n=n: seen.append(n) if (
+            args[0].dim() == 4 and not args[0].is_contiguous()
+            and args[0].is_contiguous(memory_format=torch.channels_last)) else None)
+        for n, m in singer.named_modules() if isinstance(m, torch.nn.GroupNorm)
+    ]
+    try:
+        with torch.no_grad():
+            singer(**_inputs(singer.cfg))
+    finally:
+        for h in hooks:
+            h.remove()
+    assert seen == []
 
 
 def test_ablation_switches_change_exactly_their_modules(singer: SingerNet) -> None:
