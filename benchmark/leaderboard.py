@@ -1,0 +1,561 @@
+"""The leaderboard files in a bench output directory: CSV, Markdown, PNG chart and a self-contained HTML report.
+
+``OUT/leaderboard.csv`` has one row per (method, source, dataset, protocol). Columns: the identity
+(``method``, ``source`` = ``measured`` or ``paper``, ``dataset``, ``protocol``), the nine numbers in the
+order of the SINGER paper's Table 1 (SSIM, PSNR, CPBD, FVD, LMD, LSE-D, LSE-C, Diversity, BAS), then
+``LMD-face`` (full-face LMD, not in the paper), ``n_clips`` (test clips run), ``n_scored`` (clips every
+computed metric scored), ``n_failed``, ``missing`` (why a cell is empty: weights not installed, metric not
+requested, too few FVD windows...; a value is never replaced by 0), ``notes`` (partial coverage,
+warnings), ``protocol_fingerprint``, ``extractor_hashes`` (JSON: ``metric.weights -> sha256``),
+``toolkit_version``, ``date`` (UTC), ``driving_audio``, ``manifest``.
+
+Re-running a method replaces its row (same method, dataset and protocol); other rows stay. Paper rows
+(``benchmark/paper_rows.csv``: numbers *reported in the SINGER paper, not reproduced here*) appear only
+with ``with_paper_rows=True``, as separate rows with ``source=paper``, never merged into measured ones.
+
+``OUT/per_clip.parquet``: one row per (method, dataset, protocol, clip) with every per-clip value (FVD is a
+set-level distance and has none), the clip's errors (JSON ``{stage or metric: reason}``), and the videos
+compared. ``OUT/runs/*.json``: each row's last run summary (failures, missing metrics, input problems,
+timings), read by the HTML report.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import logging
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from benchmark.metrics.base import MetricResult
+from benchmark.protocol import Protocol
+
+if TYPE_CHECKING:
+    from benchmark.runner import BenchResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Column:
+    title: str  # CSV header (the paper's name)
+    result: str  # MetricResult.name
+    metric: str  # benchmark.metrics name that produces it
+    higher_is_better: bool
+    fmt: str  # number format in Markdown / HTML
+
+
+TABLE1: tuple[Column, ...] = (
+    Column("SSIM", "ssim", "ssim", True, "{:.4f}"),
+    Column("PSNR", "psnr", "psnr", True, "{:.2f}"),
+    Column("CPBD", "cpbd", "cpbd", True, "{:.4f}"),
+    Column("FVD", "fvd", "fvd", False, "{:.2f}"),
+    Column("LMD", "lmd", "lmd", False, "{:.3f}"),
+    Column("LSE-D", "lse_d", "lse", False, "{:.3f}"),
+    Column("LSE-C", "lse_c", "lse", True, "{:.3f}"),
+    Column("Diversity", "diversity", "diversity", True, "{:.4f}"),
+    Column("BAS", "bas", "bas", True, "{:.4f}"),
+)
+EXTRA: tuple[Column, ...] = (Column("LMD-face", "lmd_face", "lmd", False, "{:.3f}"),)
+VALUE_COLUMNS = TABLE1 + EXTRA
+KEY = ["method", "source", "dataset", "protocol"]
+META = [
+    "n_clips", "n_scored", "n_failed", "missing", "notes", "protocol_fingerprint", "extractor_hashes",
+    "toolkit_version", "date", "driving_audio", "manifest",
+]
+COLUMNS = KEY + [c.title for c in VALUE_COLUMNS] + META
+PER_CLIP_KEY = ["method", "dataset", "protocol"]
+PAPER_NOTE = "reported in the SINGER paper, not reproduced here"
+PAPER_ROWS = Path(__file__).with_name("paper_rows.csv")
+UP, DOWN = "↑", "↓"
+
+
+def arrow(col: Column) -> str:
+    return UP if col.higher_is_better else DOWN
+
+
+# ------------------------------------------------------------------------------------ rows
+
+
+def make_row(
+    *,
+    method: str,
+    dataset: str,
+    protocol: Protocol,
+    results: dict[str, MetricResult],
+    requested: list[str],
+    missing: dict[str, str],
+    n_clips: int,
+    failures: dict[str, dict[str, str]],
+    extractor_hashes: dict[str, str],
+    driving_audio: str,
+    manifest: str,
+    date: str,
+) -> dict[str, Any]:
+    """One measured leaderboard row from a run's merged results."""
+    from benchmark import __version__
+
+    row: dict[str, Any] = {"method": method, "source": "measured", "dataset": dataset, "protocol": protocol.name}
+    reasons: dict[str, list[str]] = {}
+    notes: list[str] = []
+    for col in VALUE_COLUMNS:
+        r = results.get(col.result)
+        value = None if r is None else r.value
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            row[col.title] = float(value)
+            if r is not None and 0 < r.n_clips < n_clips and col.metric != "fvd":
+                notes.append(f"{col.title} on {r.n_clips} of {n_clips} clips")
+            if r is not None and isinstance(r.extras.get("warning"), str) and col in TABLE1:
+                notes.append(f"{col.title}: {r.extras['warning']}")
+            continue
+        row[col.title] = None
+        if col.metric not in requested:
+            why = "not requested"
+        elif col.metric in missing:
+            why = missing[col.metric]
+        elif r is not None and r.missing_reason:
+            why = r.missing_reason
+        elif r is not None and r.n_clips == 0:
+            why = "failed on every clip (see per_clip.parquet)"
+        else:
+            why = "not computed"
+        reasons.setdefault(why, []).append(col.title)
+    row["missing"] = "; ".join(f"{', '.join(cols)}: {why}" for why, cols in reasons.items()) or None
+    row["notes"] = "; ".join(notes) or None
+    n_failed = len(failures)
+    row.update(
+        n_clips=n_clips,
+        n_scored=n_clips - n_failed,
+        n_failed=n_failed,
+        protocol_fingerprint=protocol.fingerprint(),
+        extractor_hashes=json.dumps(dict(sorted(extractor_hashes.items()))),
+        toolkit_version=__version__,
+        date=date,
+        driving_audio=driving_audio,
+        manifest=manifest,
+    )
+    return {c: row.get(c) for c in COLUMNS}
+
+
+def load_paper_rows(path: str | os.PathLike | None = None) -> list[dict[str, Any]]:
+    """Rows of ``paper_rows.csv`` (``#`` lines are comments) as leaderboard rows with ``source=paper``."""
+    p = Path(path) if path else PAPER_ROWS
+    df = pd.read_csv(p, comment="#", dtype=str, keep_default_na=False)
+    rows = []
+    for rec in df.to_dict("records"):
+        if not rec.get("method"):
+            continue
+        row: dict[str, Any] = {c: None for c in COLUMNS}
+        row.update(method=rec["method"], source="paper", dataset=rec.get("dataset") or None,
+                   protocol=f"SINGER paper {rec.get('table', '')}".strip())
+        for col in TABLE1:
+            v = rec.get(col.title, "")
+            row[col.title] = float(v) if v not in ("", "-") else None
+        row["notes"] = rec.get("note") or PAPER_NOTE
+        rows.append(row)
+    return rows
+
+
+def read_leaderboard(out: str | os.PathLike) -> pd.DataFrame:
+    p = Path(out) / "leaderboard.csv"
+    if not p.is_file():
+        return pd.DataFrame(columns=COLUMNS)
+    df = pd.read_csv(p, dtype={c: str for c in KEY + ["missing", "notes", "date", "manifest"]})
+    for c in COLUMNS:
+        if c not in df.columns:
+            df[c] = None
+    return df[COLUMNS]
+
+
+def upsert(df: pd.DataFrame, rows: list[dict[str, Any]], key: list[str] = KEY) -> pd.DataFrame:
+    """Replace rows with the same key (in place, keeping the table's order) or append new ones."""
+    df = df.copy()
+    for row in rows:
+        new = pd.DataFrame([row], columns=df.columns if len(df.columns) else list(row))
+        match = np.ones(len(df), dtype=bool)
+        for k in key:
+            match &= (df[k].astype(str) == str(row[k])).to_numpy()
+        if match.any():
+            first = int(np.flatnonzero(match)[0])
+            df = pd.concat([df.iloc[:first], new, df.iloc[first + 1:][~match[first + 1:]]], ignore_index=True)
+        else:
+            df = new if df.empty else pd.concat([df, new], ignore_index=True)
+    return df
+
+
+@contextlib.contextmanager
+def _locked(out: Path) -> Iterator[None]:
+    """Serialise read-modify-write of the shared files when several benches write one directory."""
+    import fcntl
+
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".leaderboard.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    from shv_toolkit.manifest.io import atomic_write_bytes
+
+    atomic_write_bytes(path, text.encode())
+
+
+def _per_clip_frame(result: BenchResult) -> pd.DataFrame:
+    out = result.config.out.resolve()
+    rows = []
+    names = [c.result for c in VALUE_COLUMNS]
+    for rec in result.records:
+        values: dict[str, Any] = {}
+        for entry in rec.get("metrics", {}).values():
+            values.update(entry.get("values") or {})
+        gen = rec.get("generated_video")
+        if gen and Path(gen).resolve().is_relative_to(out):
+            gen = str(Path(gen).resolve().relative_to(out))
+        errors = rec.get("errors") or {}
+        rows.append({
+            "method": result.row_name,
+            "dataset": result.row["dataset"],
+            "protocol": result.protocol.name,
+            "clip_id": rec["clip_id"],
+            "status": "failed" if errors else "ok",
+            "cache_hit": bool(rec.get("cache_hit")),
+            "errors": json.dumps(errors) if errors else None,
+            "generated_video": gen,
+            "ground_truth_video": rec.get("ground_truth_video"),
+            "seconds_total": rec.get("seconds", {}).get("total"),
+            "seconds_generate": rec.get("seconds", {}).get("generate"),
+            **{n: (None if values.get(n) is None else float(values[n])) for n in names if n != "fvd"},
+        })
+    cols = ["method", "dataset", "protocol", "clip_id", "status", "cache_hit", "errors", "generated_video",
+            "ground_truth_video", "seconds_total", "seconds_generate"] + [n for n in names if n != "fvd"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _run_file(out: Path, method: str, dataset: str, protocol: str) -> Path:
+    from benchmark.methods.base import safe_name
+
+    return out / "runs" / f"{safe_name(method)}__{safe_name(dataset)}__{safe_name(protocol)}.json"
+
+
+def update_outputs(out: str | os.PathLike, result: BenchResult) -> None:
+    """Replace ``result``'s row and per-clip rows, then rewrite every leaderboard file."""
+    from shv_toolkit.manifest.io import atomic_path
+
+    out = Path(out)
+    with _locked(out):
+        board = upsert(read_leaderboard(out), [result.row])
+        board = board[board["source"] != "paper"]
+        if result.config.with_paper_rows:
+            board = upsert(board, load_paper_rows(result.config.paper_rows))
+        pc_path = out / "per_clip.parquet"
+        new = _per_clip_frame(result)
+        if pc_path.is_file():
+            old = pd.read_parquet(pc_path)
+            same = np.ones(len(old), dtype=bool)
+            for k, v in zip(PER_CLIP_KEY, (result.row_name, result.row["dataset"], result.protocol.name),
+                            strict=True):
+                same &= (old[k] == v).to_numpy()
+            new = pd.concat([old[~same], new], ignore_index=True)
+        with atomic_path(pc_path) as tmp:
+            new.to_parquet(tmp, index=False)
+        summary = run_summary(result)
+        _atomic_write_text(_run_file(out, result.row_name, result.row["dataset"], result.protocol.name),
+                           json.dumps(summary, indent=2, default=str) + "\n")
+        write_all(out, board)
+
+
+def run_summary(result: BenchResult) -> dict[str, Any]:
+    return {
+        "method": result.row_name,
+        "dataset": result.row["dataset"],
+        "protocol": result.protocol.name,
+        "protocol_settings": result.protocol.to_dict(),
+        "row": result.row,
+        "missing_metrics": result.missing,
+        "failed_clips": result.failures,
+        "input_notes": result.input_notes,
+        "n_clips": len(result.records),
+        "n_computed": result.n_computed,
+        "n_cached": result.n_cached,
+        "seconds": round(result.seconds, 3),
+        "seconds_per_clip": {r["clip_id"]: round(r.get("seconds", {}).get("total", 0.0), 3) for r in result.records},
+    }
+
+
+def write_all(out: str | os.PathLike, board: pd.DataFrame) -> None:
+    """Write leaderboard.csv, leaderboard.md, leaderboard.png and report.html from ``board``."""
+    out = Path(out)
+    _atomic_write_text(out / "leaderboard.csv", board[COLUMNS].to_csv(index=False))
+    _atomic_write_text(out / "leaderboard.md", to_markdown(board))
+    write_png(board, out / "leaderboard.png")
+    _atomic_write_text(out / "report.html", to_html(board, out))
+
+
+# -------------------------------------------------------------------------------- renderings
+
+
+def _cell(v: Any, col: Column) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    if isinstance(v, float) and math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return col.fmt.format(float(v))
+
+
+def _records(board: pd.DataFrame, source: str) -> list[dict[str, Any]]:
+    sub = board[board["source"] == source]
+    return [{k: (None if (isinstance(v, float) and math.isnan(v)) else v) for k, v in r.items()}
+            for r in sub.to_dict("records")]
+
+
+def to_markdown(board: pd.DataFrame) -> str:
+    """The leaderboard as Markdown: measured rows, then (if present) the paper's rows in their own table."""
+    head = ["Method", "Dataset", "Protocol", "Clips"] + [f"{c.title}{arrow(c)}" for c in TABLE1]
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "|" + "|".join(["---"] * 4 + ["---:"] * len(TABLE1)) + "|",
+    ]
+    measured = _records(board, "measured")
+    for r in measured:
+        cells = [str(r["method"]), str(r["dataset"]), str(r["protocol"]), str(int(r["n_clips"] or 0))]
+        cells += [_cell(r.get(c.title), c) for c in TABLE1]
+        lines.append("| " + " | ".join(cells) + " |")
+    text = [
+        "Measured with shv-bench; ↑ higher is better, ↓ lower is better. An empty cell was not measured "
+        "(reason below), never 0.",
+        "",
+        *lines,
+    ]
+    reasons = [(r["method"], r["dataset"], r["missing"]) for r in measured if r.get("missing")]
+    notes = [(r["method"], r["dataset"], r["notes"]) for r in measured if r.get("notes")]
+    failed = [(r["method"], r["dataset"], int(r["n_failed"])) for r in measured if r.get("n_failed")]
+    if reasons:
+        text += ["", "Empty cells:"] + [f"- {m} ({d}): {why}" for m, d, why in reasons]
+    if failed:
+        text += ["", "Failed clips (listed in per_clip.parquet and report.html):"]
+        text += [f"- {m} ({d}): {n}" for m, d, n in failed]
+    if notes:
+        text += ["", "Notes:"] + [f"- {m} ({d}): {n}" for m, d, n in notes]
+    paper = _records(board, "paper")
+    if paper:
+        text += ["", f"Reported in the SINGER paper ({PAPER_NOTE}):", ""]
+        text += ["| " + " | ".join(["Method", "Dataset", "Source"] + [f"{c.title}{arrow(c)}" for c in TABLE1]) + " |",
+                 "|" + "|".join(["---"] * 3 + ["---:"] * len(TABLE1)) + "|"]
+        for r in paper:
+            cells = [str(r["method"]), str(r["dataset"]), str(r["protocol"])]
+            cells += [_cell(r.get(c.title), c) for c in TABLE1]
+            text.append("| " + " | ".join(cells) + " |")
+    return "\n".join(text) + "\n"
+
+
+def _row_label(r: dict[str, Any], multi: bool) -> str:
+    label = str(r["method"]) + (" (paper)" if r["source"] == "paper" else "")
+    if multi:
+        label += f"\n{r['dataset']} / {r['protocol']}"
+    return label
+
+
+def write_png(board: pd.DataFrame, path: Path) -> None:
+    """Bars per metric (one panel each, arrow = which way is better), one bar per row; paper rows hatched."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = _records(board, "measured") + _records(board, "paper")
+    multi = len({(r["dataset"], r["protocol"]) for r in rows}) > 1
+    fig = Figure(figsize=(13, 9.5), dpi=100)
+    FigureCanvasAgg(fig)
+    colours = [f"C{i % 10}" for i in range(len(rows))]
+    for k, col in enumerate(TABLE1):
+        ax = fig.add_subplot(3, 3, k + 1)
+        better = "higher" if col.higher_is_better else "lower"
+        ax.set_title(f"{col.title} {arrow(col)} ({better} is better)", fontsize=10)
+        xs = np.arange(len(rows))
+        for i, r in enumerate(rows):
+            v = r.get(col.title)
+            if v is None:
+                ax.text(i, 0, "n/a", ha="center", va="bottom", fontsize=8, color="grey")
+                continue
+            ax.bar(i, float(v), color=colours[i], hatch="//" if r["source"] == "paper" else None,
+                   edgecolor="black", linewidth=0.5)
+            ax.text(i, float(v), _cell(v, col), ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(xs)
+        ax.set_xticklabels([_row_label(r, multi) for r in rows], rotation=30, ha="right", fontsize=7)
+        ax.tick_params(axis="y", labelsize=7)
+        ax.margins(y=0.15)
+    fig.suptitle("SHV leaderboard (hatched: reported in the SINGER paper, not reproduced)" if any(
+        r["source"] == "paper" for r in rows) else "SHV leaderboard", fontsize=12)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    from shv_toolkit.manifest.io import atomic_write_bytes
+
+    atomic_write_bytes(path, buf.getvalue())
+
+
+# ------------------------------------------------------------------------------------- HTML
+
+
+def _jpeg_b64(frame: np.ndarray, side: int = 200) -> str:
+    from PIL import Image
+
+    img = Image.fromarray(frame)
+    img.thumbnail((side, side))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=85)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def _middle_frame(path: Path, fps: float = 25.0) -> tuple[np.ndarray, int]:
+    from shv_toolkit import media
+
+    frames = media.read_video(path, fps=fps)
+    k = len(frames) // 2
+    return frames[k], k
+
+
+def stills_html(out: Path, per_clip: pd.DataFrame, methods: list[str], max_clips: int = 3) -> str:
+    """Side-by-side middle frames (ground truth, then each method) for the first clips of each dataset."""
+    from shv_toolkit.errors import MediaError
+
+    parts = []
+    for (dataset, protocol), grp in per_clip.groupby(["dataset", "protocol"], sort=False):
+        clips = list(dict.fromkeys(grp["clip_id"]))[:max_clips]
+        present = [m for m in methods if m in set(grp["method"])]
+        head = "".join(f"<th>{escape(m)}</th>" for m in ["ground truth", *present])
+        body = []
+        for cid in clips:
+            rows = grp[grp["clip_id"] == cid]
+            gt_path = next((p for p in rows["ground_truth_video"] if isinstance(p, str)), None)
+            cells = []
+            try:
+                if gt_path is None:
+                    raise MediaError("no ground-truth video")
+                frame, k = _middle_frame(Path(gt_path))
+                cells.append(f'<td><img alt="ground truth" src="data:image/jpeg;base64,{_jpeg_b64(frame)}"></td>')
+            except MediaError as exc:
+                k = None
+                cells.append(f"<td class=err>{escape(str(exc))}</td>")
+            for m in present:
+                r = rows[rows["method"] == m]
+                gen = r["generated_video"].iloc[0] if len(r) else None
+                if not isinstance(gen, str):
+                    err = r["errors"].iloc[0] if len(r) else "not run"
+                    cells.append(f"<td class=err>no video<br>{escape(str(err))}</td>")
+                    continue
+                gp = Path(gen) if Path(gen).is_absolute() else out / gen
+                try:
+                    from shv_toolkit import media
+
+                    frames = media.read_video(gp, fps=25.0)
+                    idx = min(k if k is not None else len(frames) // 2, len(frames) - 1)
+                    cells.append(f'<td><img alt="{escape(m)}" src="data:image/jpeg;base64,{_jpeg_b64(frames[idx])}"></td>')
+                except MediaError as exc:
+                    cells.append(f"<td class=err>unreadable: {escape(str(exc))}</td>")
+            frame_note = f"frame {k}" if k is not None else ""
+            body.append(f"<tr><th>{escape(cid[:13])}<br><small>{frame_note}</small></th>{''.join(cells)}</tr>")
+        parts.append(
+            f"<h3>{escape(str(dataset))} / {escape(str(protocol))}</h3>"
+            f"<table class=stills><tr><th>clip</th>{head}</tr>{''.join(body)}</table>"
+        )
+    return "\n".join(parts)
+
+
+def _table_html(rows: list[dict[str, Any]], paper: bool) -> str:
+    head = ["Method", "Dataset", "Source" if paper else "Protocol"] + ([] if paper else ["Clips"])
+    head += [f"{c.title}{arrow(c)}" for c in TABLE1]
+    out = ["<table class=board><tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr>"]
+    for r in rows:
+        cells = [r["method"], r["dataset"], r["protocol"]] + ([] if paper else [int(r["n_clips"] or 0)])
+        tds = [f"<td>{escape(str(c))}</td>" for c in cells]
+        for c in TABLE1:
+            v = _cell(r.get(c.title), c)
+            tds.append(f"<td class=num>{v}</td>" if v else "<td class=missing title='not measured'></td>")
+        out.append("<tr>" + "".join(tds) + "</tr>")
+    out.append("</table>")
+    return "".join(out)
+
+
+def to_html(board: pd.DataFrame, out: Path) -> str:
+    """A self-contained HTML report: the table, why cells are empty, failed clips, and stills."""
+    from benchmark import __version__
+
+    measured = _records(board, "measured")
+    paper = _records(board, "paper")
+    sections = [
+        "<h1>SHV leaderboard</h1>",
+        f"<p>shv-bench {escape(__version__)}. ↑ higher is better, ↓ lower is better. Empty cells were not "
+        "measured (reasons below), never 0.</p>",
+        _table_html(measured, paper=False),
+    ]
+    if paper:
+        sections += [f"<h2>Reported in the SINGER paper</h2><p>{escape(PAPER_NOTE)}.</p>", _table_html(paper, True)]
+    issues = []
+    for r in measured:
+        if r.get("missing"):
+            issues.append(f"<li><b>{escape(r['method'])}</b> ({escape(str(r['dataset']))}): empty cells: "
+                          f"{escape(r['missing'])}</li>")
+        if r.get("notes"):
+            issues.append(f"<li><b>{escape(r['method'])}</b>: {escape(r['notes'])}</li>")
+    for f in sorted((out / "runs").glob("*.json")) if (out / "runs").is_dir() else []:
+        try:
+            s = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        for cid, errs in (s.get("failed_clips") or {}).items():
+            for where, why in errs.items():
+                issues.append(f"<li><b>{escape(s['method'])}</b> clip {escape(cid)} [{escape(where)}]: "
+                              f"{escape(str(why))}</li>")
+        for title, items in (s.get("input_notes") or {}).items():
+            issues.append(f"<li><b>{escape(s['method'])}</b>: {escape(title)}: "
+                          + ", ".join(escape(str(i)) for i in items) + "</li>")
+    if issues:
+        sections += ["<h2>Missing values, failed clips, input problems</h2><ul>", *issues, "</ul>"]
+    pc = out / "per_clip.parquet"
+    if pc.is_file():
+        per_clip = pd.read_parquet(pc)
+        methods = [r["method"] for r in measured if r["method"] != "ground-truth"]
+        sections += ["<h2>Stills: ground truth vs each method (middle frame)</h2>",
+                     stills_html(out, per_clip, list(dict.fromkeys(methods)))]
+    sections.append("<h2>Provenance</h2><table class=board><tr><th>Method</th><th>Protocol fingerprint</th>"
+                    "<th>Extractor weights (SHA-256)</th><th>Toolkit</th><th>Date</th></tr>"
+                    + "".join(f"<tr><td>{escape(str(r['method']))}</td><td>{escape(str(r['protocol_fingerprint']))}"
+                              f"</td><td><code>{escape(str(r['extractor_hashes']))}</code></td><td>"
+                              f"{escape(str(r['toolkit_version']))}</td><td>{escape(str(r['date']))}</td></tr>"
+                              for r in measured) + "</table>")
+    style = ("body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
+             "td,th{border:1px solid #ccc;padding:4px 8px}td.num{text-align:right;font-family:monospace}"
+             "td.missing{background:#f4f4f4}td.err{color:#a00;font-size:small;max-width:200px}"
+             "table.stills img{display:block}")
+    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>SHV leaderboard</title>"
+            f"<style>{style}</style></head><body>" + "\n".join(sections) + "</body></html>\n")
+
+
+__all__ = [
+    "COLUMNS",
+    "EXTRA",
+    "KEY",
+    "PAPER_NOTE",
+    "TABLE1",
+    "load_paper_rows",
+    "make_row",
+    "read_leaderboard",
+    "to_html",
+    "to_markdown",
+    "update_outputs",
+    "upsert",
+    "write_all",
+    "write_png",
+]

@@ -1,0 +1,854 @@
+"""The bench runner behind ``shv-bench``: one method over every clip of a test manifest, all metrics.
+
+For each test clip (manifest order, ``limit`` first ones):
+
+1. the ground-truth clip is decoded at the protocol's fps (its own audio track, 16 kHz mono, is the audio
+   the metrics use, exactly as ``shv-metrics`` would); its first frame is the method's reference image;
+2. the method gets a :class:`~benchmark.methods.base.ClipInput` with the driving audio (the clip's wav:
+   ``driving_audio="mix"``, the song as the SINGER paper drives its model, or ``"vocals"``: the separated
+   vocals stem when the manifest has one) and returns frames or a video path; frames are written to
+   ``OUT/videos/<row>/<clip_id>.mp4`` with the driving audio (:func:`shv_toolkit.media.write_video`);
+3. the generated video is decoded at the protocol's fps, aligned to the ground truth
+   (:func:`benchmark.metrics.base.align`) and every requested metric is updated on a fresh one-clip shard.
+
+Per-clip cache (resume): each clip's outcome is written atomically to
+``OUT/cache/<dataset>/<protocol>/<row>/<clip_id>.json``: the generated video, errors, and for every metric
+its one-clip *state* (what ``Metric.reset`` initialises, encoded as JSON with base64 arrays, no pickle)
+and per-clip values. A rerun reuses a clip's metric when its fingerprint still matches (ground-truth
+video SHA-256, method settings and per-clip input, driving audio, protocol fingerprint, metric options
+and extractor weight hashes), so an interrupted run computes only what is missing; adding a metric
+computes only that metric. Cached errors are kept (``retry_errors=True`` recomputes them); a metric that
+was *missing* (weights not installed) is never cached. FVD window features are cached by the SHA-256 of
+the exact frames they came from (``OUT/cache/features``), so the ground-truth side is computed once per
+clip for all methods.
+
+The row: the per-clip shards are merged in manifest order with ``Metric.merge`` into one metric object
+per metric, whose ``results()`` give the row's values; this equals a single pass over all clips (the
+tests check it against :func:`benchmark.evaluate.evaluate`). With ``workers > 1`` clips run in worker
+processes (through the engine's generic ``map`` when :mod:`shv_toolkit.engines` provides one, else a
+local process pool); the row is the same because merging always happens here, in clip order.
+
+Failures stay local: a clip whose generation, decoding or metric raises records the reason (stage ->
+message) and the run goes on; ``strict=True`` raises :class:`BenchError` instead. A metric that cannot be
+set up (weights missing, e.g. SyncNet for LSE) is reported missing with its reason; its cells stay empty.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import dataclasses
+import hashlib
+import importlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmark.methods import Method, MethodUnavailableError, make_method
+from benchmark.methods.base import ClipInput, check_frames, file_sha256, safe_name
+from benchmark.metrics import METRICS, metric_class
+from benchmark.metrics.base import Clip, Metric, MetricResult, align, resize_frames
+from benchmark.protocol import Protocol, as_protocol
+from shv_toolkit.errors import MissingWeightsError, ShvError, UsageError
+
+log = logging.getLogger(__name__)
+
+#: exceptions a method or a metric may raise for one clip; the clip records them and the run goes on
+#: (a model crashing on one input raises any of these; MethodUnavailableError is re-raised before)
+CLIP_ERRORS: tuple[type[BaseException], ...] = (
+    ShvError, ValueError, RuntimeError, OSError, ArithmeticError, LookupError, TypeError, AssertionError,
+    MemoryError,
+)
+CACHE_VERSION = 1
+DRIVING_AUDIO = ("mix", "vocals")
+
+
+class BenchError(ShvError):
+    """``strict=True`` and a metric was missing or a clip failed."""
+
+
+# ------------------------------------------------------------------------------------ config
+
+
+@dataclass
+class BenchConfig:
+    """One ``shv-bench`` run. Defaults are the command line's."""
+
+    method: str
+    manifest: Path
+    out: Path
+    protocol: str | Protocol = "shv-v1"
+    metrics: list[str] = field(default_factory=lambda: list(METRICS))  # all nine (eight modules)
+    limit: int | None = None  # first N clips of the manifest
+    method_options: dict[str, Any] = field(default_factory=dict)  # videos, name, checkpoint, device, seed
+    metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)  # e.g. {"lse": {"weights": p}}
+    dataset: str | None = None  # row's dataset name; default: the manifest directory's name
+    driving_audio: str = "mix"  # "mix" (the song, as the paper) or "vocals" (stem when present)
+    strict: bool = False
+    workers: int = 1
+    engine: str = "local"
+    retry_errors: bool = False
+    progress: bool = True
+    with_paper_rows: bool = False  # put the SINGER paper's reported rows beside the measured ones
+    paper_rows: Path | None = None  # default: benchmark/paper_rows.csv
+
+    def __post_init__(self) -> None:
+        self.manifest = Path(self.manifest)
+        self.out = Path(self.out)
+        if self.driving_audio not in DRIVING_AUDIO:
+            raise UsageError(f"driving audio must be one of {DRIVING_AUDIO}, got {self.driving_audio!r}")
+        unknown = [m for m in self.metrics if m not in METRICS]
+        if unknown:
+            raise UsageError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
+        if not self.metrics:
+            raise UsageError("no metric requested")
+        if self.limit is not None and self.limit < 1:
+            raise UsageError(f"--limit must be >= 1, got {self.limit}")
+        if self.workers < 1:
+            raise UsageError(f"--workers must be >= 1, got {self.workers}")
+
+    @property
+    def dataset_name(self) -> str:
+        return self.dataset or self.manifest.resolve().parent.name
+
+
+def protocol_with_overrides(protocol: str | Protocol, **overrides: Any) -> Protocol:
+    """``protocol`` with some conventions changed; the name records them (``shv-v1[fvd_stride=16]``) so the
+    row never passes for the named protocol, and the fingerprint changes with them."""
+    proto = as_protocol(protocol)
+    changes = {k: v for k, v in overrides.items() if v is not None and getattr(proto, k) != v}
+    if not changes:
+        return proto
+    fields = {f.name for f in dataclasses.fields(proto)}
+    bad = sorted(set(changes) - fields)
+    if bad:
+        raise UsageError(f"unknown protocol setting(s) {', '.join(bad)}")
+    tag = ",".join(f"{k}={v}" for k, v in sorted(changes.items()))
+    return dataclasses.replace(proto, name=f"{proto.name}[{tag}]", **changes)
+
+
+# ------------------------------------------------------------------------- state codec (JSON)
+
+
+_STATE_NAMES: dict[type, list[str]] = {}
+
+
+def state_names(metric: Metric) -> list[str]:
+    """Attributes ``metric.reset()`` assigns: the metric's streaming state (traced on a throwaway copy)."""
+    cls = type(metric)
+    if cls in _STATE_NAMES:
+        return _STATE_NAMES[cls]
+    names: list[str] = []
+
+    class _Tracer(cls):  # type: ignore[misc, valid-type]
+        def __setattr__(self, key: str, value: Any) -> None:
+            names.append(key)
+            object.__setattr__(self, key, value)
+
+    probe = object.__new__(_Tracer)
+    probe.__dict__.update(copy.copy(metric.__dict__))
+    cls.reset(probe)
+    _STATE_NAMES[cls] = list(dict.fromkeys(names))
+    return _STATE_NAMES[cls]
+
+
+def encode(x: Any) -> Any:
+    """JSON-able form of a metric state value (arrays base64, dataclasses by name, non-finite floats)."""
+    if x is None or isinstance(x, bool | str):
+        return x
+    if isinstance(x, int) and not isinstance(x, bool):
+        return x
+    if isinstance(x, float):
+        return x if math.isfinite(x) else {"__float__": repr(x)}
+    if isinstance(x, np.ndarray):
+        a = np.ascontiguousarray(x)
+        return {"__ndarray__": base64.b64encode(a.tobytes()).decode(), "dtype": a.dtype.str, "shape": list(a.shape)}
+    if isinstance(x, np.generic):
+        return encode(x.item())
+    if isinstance(x, dict):
+        return {"__dict__": [[encode(k), encode(v)] for k, v in x.items()]}
+    if isinstance(x, list):
+        return [encode(v) for v in x]
+    if isinstance(x, tuple):
+        return {"__tuple__": [encode(v) for v in x]}
+    if isinstance(x, set | frozenset):
+        return {"__set__": [encode(v) for v in x]}
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        cls = type(x)
+        return {
+            "__dataclass__": f"{cls.__module__}:{cls.__qualname__}",
+            "fields": {f.name: encode(getattr(x, f.name)) for f in dataclasses.fields(x)},
+        }
+    raise TypeError(f"cannot cache a metric state value of type {type(x).__name__}")
+
+
+def decode(x: Any) -> Any:
+    if isinstance(x, list):
+        return [decode(v) for v in x]
+    if not isinstance(x, dict):
+        return x
+    if "__float__" in x:
+        return float(x["__float__"])
+    if "__ndarray__" in x:
+        a = np.frombuffer(base64.b64decode(x["__ndarray__"]), dtype=np.dtype(x["dtype"]))
+        return a.reshape(x["shape"]).copy()
+    if "__dict__" in x:
+        return {_hashable(decode(k)): decode(v) for k, v in x["__dict__"]}
+    if "__tuple__" in x:
+        return tuple(decode(v) for v in x["__tuple__"])
+    if "__set__" in x:
+        return {_hashable(decode(v)) for v in x["__set__"]}
+    if "__dataclass__" in x:
+        module, qual = x["__dataclass__"].split(":")
+        if not (module == "benchmark" or module.startswith("benchmark.")):
+            raise ValueError(f"refusing to rebuild {module}:{qual} from a cache file (not a benchmark class)")
+        obj: Any = importlib.import_module(module)
+        for part in qual.split("."):
+            obj = getattr(obj, part)
+        if not (isinstance(obj, type) and dataclasses.is_dataclass(obj)):
+            raise ValueError(f"{module}:{qual} is not a dataclass")
+        inst = object.__new__(obj)
+        for k, v in x["fields"].items():
+            object.__setattr__(inst, k, decode(v))
+        return inst
+    raise ValueError(f"unknown encoded value {sorted(x)[:3]}")
+
+
+def _hashable(x: Any) -> Any:
+    return tuple(_hashable(v) for v in x) if isinstance(x, list) else x
+
+
+def fresh_shard(template: Metric) -> Metric:
+    """An empty metric of the template's class and settings, sharing its (read-only) models."""
+    shard = copy.copy(template)
+    shard.reset()
+    return shard
+
+
+def get_state(metric: Metric) -> dict[str, Any]:
+    return {k: encode(getattr(metric, k)) for k in state_names(metric)}
+
+
+def set_state(metric: Metric, state: dict[str, Any]) -> Metric:
+    expected = set(state_names(metric))
+    if set(state) != expected:
+        raise ValueError(f"cached state of {metric.name} has {sorted(state)}, expected {sorted(expected)}")
+    for k, v in state.items():
+        setattr(metric, k, decode(v))
+    return metric
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------------------ the clip task
+
+
+@dataclass
+class ClipItem:
+    """One test clip of the manifest, paths resolved."""
+
+    clip_id: str
+    video: Path | None
+    audio: Path | None
+    vocals: Path | None
+    n_frames: int | None = None
+
+
+@dataclass
+class Job:
+    """Everything a worker needs to process clips (picklable)."""
+
+    method: str
+    method_options: dict[str, Any]
+    protocol: Protocol
+    metrics: list[str]
+    metric_options: dict[str, dict[str, Any]]
+    out: Path
+    dataset: str
+    driving_audio: str
+    retry_errors: bool
+
+    @property
+    def key(self) -> str:
+        return _digest(dataclasses.asdict(self))
+
+
+@dataclass
+class Context:
+    """Per-process objects of a job: the method and one template per available metric."""
+
+    method: Method
+    templates: dict[str, Metric]
+    missing: dict[str, str]
+    metric_fps: dict[str, str]  # metric -> fingerprint of its settings and weights
+    cache_dir: Path
+    videos_dir: Path
+    features_dir: Path
+
+
+def build_templates(
+    names: list[str], protocol: Protocol, options: dict[str, dict[str, Any]], strict: bool = False
+) -> tuple[dict[str, Metric], dict[str, str]]:
+    """Metric objects for ``names`` and ``{name: reason}`` for those that cannot be set up (as evaluate)."""
+    from benchmark.evaluate import build_metric
+
+    templates: dict[str, Metric] = {}
+    missing: dict[str, str] = {}
+    for name in names:
+        try:
+            templates[name] = build_metric(name, protocol, options.get(name))
+        except (MissingWeightsError, ImportError, AttributeError) as exc:
+            if strict:
+                raise BenchError(f"metric {name} is not available: {exc}") from exc
+            kind = "weights missing" if isinstance(exc, MissingWeightsError) else "not available"
+            missing[name] = f"{kind}: {exc}"
+            log.warning("metric %s is missing (%s)", name, missing[name])
+        except (ShvError, ValueError, OSError) as exc:
+            if strict:
+                raise BenchError(f"metric {name} cannot be set up: {exc}") from exc
+            missing[name] = f"cannot be set up: {exc.__class__.__name__}: {exc}"
+            log.warning("metric %s is missing (%s)", name, missing[name])
+    return templates, missing
+
+
+def _metric_fingerprint(name: str, metric: Metric, options: dict[str, Any] | None) -> str:
+    try:
+        hashes = metric.extractor_hashes()
+    except MissingWeightsError:
+        hashes = {}
+    opts = {k: v for k, v in (options or {}).items() if v is not None and k != "device"}
+    return _digest({"metric": name, "class": type(metric).__qualname__, "options": opts, "hashes": hashes})
+
+
+def make_context(job: Job, strict: bool = False) -> Context:
+    method = make_method(job.method, **job.method_options)
+    method.check()
+    templates, missing = build_templates(job.metrics, job.protocol, job.metric_options, strict)
+    fps = {n: _metric_fingerprint(n, m, job.metric_options.get(n)) for n, m in templates.items()}
+    row = safe_name(method.row_name)
+    return Context(
+        method=method,
+        templates=templates,
+        missing=missing,
+        metric_fps=fps,
+        cache_dir=job.out / "cache" / safe_name(job.dataset) / safe_name(job.protocol.name) / row,
+        videos_dir=job.out / "videos" / row,
+        features_dir=job.out / "cache" / "features",
+    )
+
+
+_CONTEXTS: dict[str, Context] = {}
+
+
+def _context_for(job: Job) -> Context:
+    ctx = _CONTEXTS.get(job.key)
+    if ctx is None:
+        logging.basicConfig(level=logging.WARNING)
+        ctx = _CONTEXTS[job.key] = make_context(job)
+    return ctx
+
+
+def _pool_task(job: Job, index: int, item: ClipItem) -> tuple[int, dict[str, Any]]:
+    """Worker-side entry point (module level, so process pools can pickle it)."""
+    return index, process_clip(job, _context_for(job), item)
+
+
+def _err(exc: BaseException) -> str:
+    return f"{exc.__class__.__name__}: {exc}"
+
+
+def _load_cache(path: Path) -> dict[str, Any] | None:
+    try:
+        rec = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("ignoring unreadable cache file %s (%s)", path, exc)
+        return None
+    return rec if rec.get("cache_version") == CACHE_VERSION else None
+
+
+def _write_json(path: Path, obj: dict[str, Any]) -> None:
+    from shv_toolkit.manifest.io import atomic_write_bytes
+
+    atomic_write_bytes(path, json.dumps(obj, allow_nan=False).encode())
+
+
+def _driving_audio(job: Job, item: ClipItem) -> tuple[Path | None, str]:
+    if job.driving_audio == "vocals" and item.vocals is not None and item.vocals.is_file():
+        return item.vocals, "vocals"
+    return item.audio, "mix"
+
+
+def _clip_input(job: Job, item: ClipItem, gt: Clip) -> ClipInput:
+    from shv_toolkit import media
+
+    path, source = _driving_audio(job, item)
+    n = int(round(gt.n_frames / gt.fps * job.protocol.sample_rate))
+    if path is not None:
+        audio = media.read_audio(path, sample_rate=job.protocol.sample_rate)
+    elif gt.audio is not None:
+        audio, source = gt.audio, "video"
+    else:
+        raise ShvError(f"clip {item.clip_id} has no audio (no wav in the manifest, none in the video)")
+    audio = np.pad(audio[:n], (0, max(0, n - len(audio)))).astype(np.float32)
+    return ClipInput(
+        clip_id=item.clip_id,
+        reference_image=np.ascontiguousarray(gt.frames[0]),
+        audio=audio,
+        sample_rate=job.protocol.sample_rate,
+        num_frames=gt.n_frames,
+        fps=job.protocol.fps,
+        ground_truth_video=item.video,  # type: ignore[arg-type]
+        audio_source=source,
+    )
+
+
+def _fvd_update(shard: Metric, gen: Clip, gt: Clip, features_dir: Path) -> None:
+    """FVD update through the window-feature cache (features keyed by the SHA-256 of the exact frames)."""
+    window = getattr(shard, "window", None)
+    if (
+        not callable(getattr(shard, "update_features", None))
+        or not callable(getattr(shard, "features", None))
+        or window is None
+        or gen.n_frames != gt.n_frames
+        or gt.n_frames < window
+    ):
+        shard.update(gen, gt)
+        return
+    settings = {
+        k: getattr(shard, k, None) for k in ("backend", "window", "stride", "size", "batch_size")
+    } | {"hashes": shard.extractor_hashes()}
+    skey = _digest(settings)
+
+    def feats(clip: Clip, side: str) -> np.ndarray:
+        h = hashlib.sha256(np.ascontiguousarray(clip.frames).tobytes()).hexdigest()
+        path = features_dir / f"{h}-{clip.frames.shape[0]}-{skey}.npy"
+        if path.is_file():
+            try:
+                return np.load(path, allow_pickle=False)
+            except (OSError, ValueError) as exc:
+                log.warning("FVD feature cache %s unreadable (%s); recomputing", path, exc)
+        f = np.asarray(shard.features(clip, desc=f"FVD {side}"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial.npy")
+        np.save(tmp, f, allow_pickle=False)
+        os.replace(tmp, path)
+        return f
+
+    shard.update_features(feats(gen, "generated"), feats(gt, "ground truth"))
+
+
+def process_clip(job: Job, ctx: Context, item: ClipItem) -> dict[str, Any]:
+    """Generate and score one clip, reusing its cache; returns (and caches) the clip's record."""
+    t_start = time.perf_counter()
+    cache_path = ctx.cache_dir / f"{safe_name(item.clip_id)}.json"
+    cached = _load_cache(cache_path)
+    rec: dict[str, Any] = {
+        "cache_version": CACHE_VERSION,
+        "clip_id": item.clip_id,
+        "errors": {},
+        "metrics": {},
+        "generation": None,
+        "ground_truth_video": str(item.video) if item.video else None,
+        "generated_video": None,
+        "computed": [],
+        "seconds": {},
+    }
+    if item.video is None or not item.video.is_file():
+        rec["errors"]["ground-truth"] = f"ground-truth video missing: {item.video}"
+        rec["seconds"]["total"] = time.perf_counter() - t_start
+        return rec
+    gt_sha = file_sha256(item.video)
+    audio_path, _ = _driving_audio(job, item)
+    base_fp = {
+        "gt_sha256": gt_sha,
+        "method": ctx.method.fingerprint(),
+        "protocol": job.protocol.fingerprint(),
+        "driving_audio": [job.driving_audio, file_sha256(audio_path) if ctx.method.generates and audio_path else None],
+    }
+    gt: Clip | None = None
+
+    def load_gt() -> Clip:
+        nonlocal gt
+        if gt is None:
+            gt = Clip.load(item.video, fps=job.protocol.fps, sample_rate=job.protocol.sample_rate,
+                           clip_id=item.clip_id)
+        return gt
+
+    fp = _digest(base_fp | {"clip": ctx.method.clip_fingerprint(item.clip_id)})
+    reuse = cached is not None and cached.get("fingerprint") == fp
+    if reuse:
+        assert cached is not None
+        stage_errors = {k: v for k, v in cached.get("errors", {}).items() if k in ("generate", "load", "align")}
+        if stage_errors and job.retry_errors:
+            reuse = False
+    rec["fingerprint"] = fp
+
+    todo = list(ctx.templates)
+    if reuse:
+        assert cached is not None
+        rec["generation"] = cached.get("generation")
+        rec["generated_video"] = cached.get("generated_video")
+        stage_errors = {k: v for k, v in cached.get("errors", {}).items() if k in ("generate", "load", "align")}
+        if stage_errors:  # the clip failed before any metric: nothing more to do
+            rec["errors"] = dict(stage_errors)
+            rec["seconds"] = dict(cached.get("seconds", {})) | {"total": time.perf_counter() - t_start}
+            rec["cache_hit"] = True
+            _write_json(cache_path, rec)
+            return rec
+        for name, entry in cached.get("metrics", {}).items():
+            if name not in ctx.templates or entry.get("fp") != ctx.metric_fps[name]:
+                continue
+            if "error" in entry and job.retry_errors:
+                continue
+            rec["metrics"][name] = entry
+            if "error" in entry:
+                rec["errors"][name] = entry["error"]
+        todo = [n for n in ctx.templates if n not in rec["metrics"]]
+        rec["seconds"] = {k: v for k, v in cached.get("seconds", {}).items() if k != "total"}
+    rec["cache_hit"] = not todo
+    if not todo:
+        rec["seconds"]["total"] = time.perf_counter() - t_start
+        _write_json(cache_path, rec)
+        return rec
+
+    # ---- generation (or reuse of the generated video) ----------------------------------------------
+    gen_path: Path | None = None
+    old = rec["generated_video"]
+    if reuse and old and Path(old).is_file():
+        gen_path = Path(old)
+    else:
+        t0 = time.perf_counter()
+        try:
+            clip_in = _clip_input(job, item, load_gt())
+            out = ctx.method.generate(clip_in)
+            if isinstance(out, Path | str):
+                gen_path = Path(out)
+            else:
+                frames = check_frames(out, clip_in, ctx.method.row_name)
+                from shv_toolkit import media
+
+                gen_path = ctx.videos_dir / f"{safe_name(item.clip_id)}.mp4"
+                media.write_video(gen_path, frames, fps=job.protocol.fps, audio=clip_in.audio,
+                                  sample_rate=clip_in.sample_rate)
+            rec["generation"] = {"audio_source": clip_in.audio_source}
+        except MethodUnavailableError:
+            raise
+        except CLIP_ERRORS as exc:
+            rec["errors"]["generate"] = _err(exc)
+            log.warning("clip %s: generation failed: %s", item.clip_id, rec["errors"]["generate"])
+        rec["seconds"]["generate"] = time.perf_counter() - t0
+        rec["generated_video"] = str(gen_path) if gen_path else None
+    if gen_path is None:
+        rec["seconds"]["total"] = time.perf_counter() - t_start
+        _write_json(cache_path, rec)
+        return rec
+
+    # ---- decode and align ---------------------------------------------------------------------------
+    t0 = time.perf_counter()
+    stage = "load"
+    try:
+        g = load_gt()
+        gen = Clip.load(gen_path, fps=job.protocol.fps, sample_rate=job.protocol.sample_rate,
+                        clip_id=item.clip_id)
+        stage = "align"
+        if job.protocol.eval_size is not None:
+            g = Clip(resize_frames(g.frames, job.protocol.eval_size), g.fps, g.audio, g.sample_rate,
+                     item.clip_id, g.path)
+        gen_a, gt_a = align(gen, g, job.protocol.max_length_mismatch)
+        gen_a.clip_id = gt_a.clip_id = item.clip_id
+    except CLIP_ERRORS as exc:
+        rec["errors"][stage] = _err(exc)
+        rec["seconds"]["load"] = time.perf_counter() - t0
+        rec["seconds"]["total"] = time.perf_counter() - t_start
+        log.warning("clip %s: %s failed: %s", item.clip_id, stage, rec["errors"][stage])
+        _write_json(cache_path, rec)
+        return rec
+    rec["seconds"]["load"] = time.perf_counter() - t0
+
+    # ---- metrics --------------------------------------------------------------------------------------
+    for name in todo:
+        t1 = time.perf_counter()
+        shard = fresh_shard(ctx.templates[name])
+        entry: dict[str, Any] = {"fp": ctx.metric_fps[name]}
+        try:
+            if name == "fvd":
+                _fvd_update(shard, gen_a, gt_a, ctx.features_dir)
+            else:
+                shard.update(gen_a, gt_a)
+            entry["state"] = get_state(shard)
+            entry["values"] = {
+                r.name: r.per_clip.get(item.clip_id) for r in shard.results() if r.per_clip
+            }
+        except MissingWeightsError as exc:
+            entry = {"missing": f"weights missing: {exc}"}
+        except CLIP_ERRORS as exc:
+            entry["error"] = _err(exc)
+            rec["errors"][name] = entry["error"]
+            log.warning("clip %s: metric %s failed: %s", item.clip_id, name, entry["error"])
+        entry["seconds"] = time.perf_counter() - t1
+        rec["seconds"][name] = entry["seconds"]
+        rec["metrics"][name] = entry
+        rec["computed"].append(name)
+    rec["seconds"]["total"] = time.perf_counter() - t_start
+    cacheable = dict(rec)
+    cacheable["metrics"] = {k: v for k, v in rec["metrics"].items() if "missing" not in v}
+    _write_json(cache_path, cacheable)
+    return rec
+
+
+# ------------------------------------------------------------------------------ map / engines
+
+Mapper = Callable[[Callable[..., Any], list[Any]], Iterable[tuple[int, Any]]]
+
+
+def _local_pool_map(workers: int) -> Mapper:
+    """A small process pool with the engines' generic ``map(fn, items) -> (index, result)`` shape, used
+    until :mod:`shv_toolkit.engines` provides one."""
+    import multiprocessing as mp
+
+    def run(fn: Callable[..., Any], items: list[Any]) -> Iterator[tuple[int, Any]]:
+        ctx = mp.get_context("spawn")  # fresh interpreters: no forked torch/mediapipe state
+        with ProcessPoolExecutor(min(workers, max(1, len(items))), mp_context=ctx) as pool:
+            pending: set[Future] = {pool.submit(fn, i, x) for i, x in enumerate(items)}
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for f in done:
+                    yield f.result()
+
+    return run
+
+
+def make_mapper(engine: str, workers: int) -> Mapper | None:
+    """``None`` for the in-process sequential path, else a ``map(fn, items)`` yielding ``(index, result)``.
+
+    ``fn`` is called as ``fn(index, item)`` and returns ``(index, result)``. Uses the engine object of
+    :func:`shv_toolkit.engines.make_engine` when it has a generic ``map``; the local engine falls back to a
+    process pool of this module."""
+    if engine == "local" and workers <= 1:
+        return None
+    from shv_toolkit.engines import make_engine
+
+    try:
+        eng = make_engine(engine, workers=workers, progress=False)
+    except UsageError as exc:
+        raise UsageError(f"--engine {engine}: {exc}") from exc
+    emap = getattr(eng, "map", None)
+    if callable(emap):
+        def via_engine(fn: Callable[..., Any], items: list[Any]) -> Iterable[tuple[int, Any]]:
+            indexed = list(enumerate(items))
+            for _, res in emap(_call_indexed(fn), indexed):
+                yield res
+        return via_engine
+    if engine == "local":
+        return _local_pool_map(workers)
+    raise UsageError(f"--engine {engine}: this engine has no generic map() yet; use --engine local")
+
+
+@dataclass
+class _call_indexed:
+    """``fn(index, item)`` as a picklable one-argument callable over ``(index, item)`` pairs."""
+
+    fn: Callable[..., Any]
+
+    def __call__(self, pair: tuple[int, Any]) -> Any:
+        return self.fn(*pair)
+
+
+# ----------------------------------------------------------------------------------- the run
+
+
+@dataclass
+class BenchResult:
+    """Outcome of one run: the leaderboard row, per-clip records and what went wrong."""
+
+    config: BenchConfig
+    protocol: Protocol
+    row_name: str
+    row: dict[str, Any]
+    results: dict[str, MetricResult]
+    records: list[dict[str, Any]]
+    missing: dict[str, str]
+    failures: dict[str, dict[str, str]]  # clip -> {stage/metric: reason}
+    input_notes: dict[str, list[str]]
+    n_computed: int = 0
+    n_cached: int = 0
+    seconds: float = 0.0
+    metric_objects: dict[str, Metric] = field(default_factory=dict, repr=False)
+
+
+def read_clips(manifest: Path, limit: int | None = None) -> list[ClipItem]:
+    from shv_toolkit.manifest.io import read_rows
+
+    if not manifest.is_file():
+        raise UsageError(f"manifest not found: {manifest}")
+    rows = read_rows(manifest)
+    if not rows:
+        raise UsageError(f"manifest {manifest} has no clips")
+    root = manifest.resolve().parent
+    items = []
+    for r in rows[:limit] if limit else rows:
+        def p(key: str, r: dict[str, Any] = r) -> Path | None:
+            v = r.get(key)
+            return (root / v) if v else None
+
+        items.append(ClipItem(str(r["clip_id"]), p("video_path"), p("audio_path"), p("vocals_path"),
+                              r.get("n_frames")))
+    ids = [c.clip_id for c in items]
+    if len(set(ids)) != len(ids):
+        raise UsageError(f"manifest {manifest} has duplicate clip ids")
+    return items
+
+
+def merge_records(
+    records: list[dict[str, Any]], templates: dict[str, Metric]
+) -> tuple[dict[str, Metric], dict[str, str]]:
+    """Merge every clip's one-clip shard (manifest order) with ``Metric.merge``; metrics that went missing
+    during the run (weights vanished mid-run) are returned with their reason."""
+    merged = {n: fresh_shard(t) for n, t in templates.items()}
+    missing: dict[str, str] = {}
+    for rec in records:
+        for name, entry in rec.get("metrics", {}).items():
+            if name not in merged:
+                continue
+            if "missing" in entry:
+                missing[name] = entry["missing"]
+            elif "state" in entry:
+                merged[name].merge(set_state(fresh_shard(templates[name]), entry["state"]))
+    for name in missing:
+        merged.pop(name, None)
+    return merged, missing
+
+
+def run_bench(cfg: BenchConfig, protocol: Protocol | None = None) -> BenchResult:
+    """Run ``cfg.method`` over the manifest's clips, write the outputs in ``cfg.out`` and return the result
+    (the leaderboard files are rewritten with this method's row replaced)."""
+    from tqdm import tqdm
+
+    from benchmark import leaderboard
+
+    t_run = time.perf_counter()
+    proto = protocol or as_protocol(cfg.protocol)
+    items = read_clips(cfg.manifest, cfg.limit)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    job = Job(cfg.method, dict(cfg.method_options), proto, list(dict.fromkeys(cfg.metrics)),
+              {k: dict(v) for k, v in cfg.metric_options.items()}, cfg.out.resolve(), cfg.dataset_name,
+              cfg.driving_audio, cfg.retry_errors)
+    ctx = make_context(job, strict=cfg.strict)  # fails fast: method unavailable, strict + missing metric
+    _CONTEXTS[job.key] = ctx
+    mapper = make_mapper(cfg.engine, cfg.workers)
+
+    records: list[dict[str, Any] | None] = [None] * len(items)
+    if mapper is None:
+        results_iter: Iterable[tuple[int, dict[str, Any]]] = (
+            (i, process_clip(job, ctx, it)) for i, it in enumerate(items)
+        )
+    else:
+        from functools import partial
+
+        results_iter = mapper(partial(_pool_task, job), items)
+    bar = tqdm(total=len(items), desc=f"bench {ctx.method.row_name}", unit="clip", disable=not cfg.progress)
+    try:
+        for i, rec in results_iter:
+            records[i] = rec
+            secs = rec.get("seconds", {}).get("total", 0.0)
+            status = "cached" if rec.get("cache_hit") else ("failed" if rec["errors"] else "ok")
+            bar.set_postfix_str(f"{rec['clip_id'][:8]} {status} {secs:.1f}s", refresh=False)
+            bar.update(1)
+            if cfg.strict and rec["errors"]:
+                raise BenchError(f"clip {rec['clip_id']}: " + "; ".join(f"{k}: {v}" for k, v in rec["errors"].items()))
+            missing_now = {k: v["missing"] for k, v in rec.get("metrics", {}).items() if "missing" in v}
+            if cfg.strict and missing_now:
+                raise BenchError("; ".join(f"metric {k}: {v}" for k, v in missing_now.items()))
+    finally:
+        bar.close()
+    done = [r for r in records if r is not None]
+    ctx.method.close()
+
+    merged, missing_late = merge_records(done, ctx.templates)
+    missing = dict(ctx.missing) | missing_late
+    results: dict[str, MetricResult] = {}
+    for name in job.metrics:
+        obj = merged.get(name)
+        if obj is None:
+            try:
+                hib = bool(metric_class(name).higher_is_better)
+            except (ImportError, AttributeError):
+                hib = False
+            results[name] = MetricResult(name, None, hib, 0, missing_reason=missing.get(name, "not computed"))
+            continue
+        for r in obj.results():
+            results[r.name] = r
+    hashes: dict[str, str] = {}
+    for name, obj in merged.items():
+        try:
+            for k, v in obj.extractor_hashes().items():
+                hashes[f"{name}.{k}"] = v
+        except MissingWeightsError:
+            pass
+
+    failures = {r["clip_id"]: dict(r["errors"]) for r in done if r["errors"]}
+    notes = ctx.method.input_notes([c.clip_id for c in items])
+    row = leaderboard.make_row(
+        method=ctx.method.row_name,
+        dataset=cfg.dataset_name,
+        protocol=proto,
+        results=results,
+        requested=job.metrics,
+        missing=missing,
+        n_clips=len(items),
+        failures=failures,
+        extractor_hashes=hashes,
+        driving_audio=cfg.driving_audio,
+        manifest=str(cfg.manifest),
+        date=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    )
+    result = BenchResult(
+        config=cfg,
+        protocol=proto,
+        row_name=ctx.method.row_name,
+        row=row,
+        results=results,
+        records=done,
+        missing=missing,
+        failures=failures,
+        input_notes=notes,
+        n_computed=sum(1 for r in done if not r.get("cache_hit")),
+        n_cached=sum(1 for r in done if r.get("cache_hit")),
+        seconds=time.perf_counter() - t_run,
+        metric_objects=merged,
+    )
+    leaderboard.update_outputs(cfg.out, result)
+    return result
+
+
+__all__ = [
+    "BenchConfig",
+    "BenchError",
+    "BenchResult",
+    "ClipItem",
+    "decode",
+    "encode",
+    "get_state",
+    "make_mapper",
+    "merge_records",
+    "process_clip",
+    "protocol_with_overrides",
+    "read_clips",
+    "run_bench",
+    "set_state",
+    "state_names",
+]
