@@ -37,7 +37,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmark.metrics.base import Clip, Metric, MetricInputError, MetricResult, align, resize_frames
-from benchmark.metrics.landmarks import HEAD, LandmarkBackend, backend_for, clip_landmarks, fill_missing
+from benchmark.metrics.landmarks import (
+    HEAD,
+    LandmarkBackend,
+    LandmarkMetric,
+    backend_for,
+    clip_landmarks,
+    fill_missing,
+)
 from benchmark.protocol import Protocol, get_protocol
 
 log = logging.getLogger(__name__)
@@ -144,33 +151,16 @@ def bas_clip(
         raise MetricInputError(f"{name}: {e}") from None
 
 
-class BAS(Metric):
+class BAS(LandmarkMetric, Metric):
     name = "bas"
     higher_is_better = True
-
-    def __init__(
-        self, protocol: Protocol | str = "shv-v1", backend: LandmarkBackend | str | None = None
-    ) -> None:
-        self.protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
-        self._backend_arg = backend
-        self._backend: LandmarkBackend | None = None
-        super().__init__()
-
-    @property
-    def backend(self) -> LandmarkBackend:
-        if self._backend is None:
-            self._backend = backend_for(self._backend_arg, self.protocol.landmark_backend)
-        return self._backend
 
     def reset(self) -> None:
         self.per_clip: dict[str, BASValue] = {}
 
     def update(self, generated: Clip, ground_truth: Clip | None = None) -> float:
         value = bas_clip(generated, ground_truth, self.backend, self.protocol)
-        ref = ground_truth if ground_truth is not None else generated
-        key = ref.clip_id or generated.clip_id or f"clip{len(self.per_clip):06d}"
-        if key in self.per_clip:
-            raise ValueError(f"{self.name}: clip id {key!r} was already scored")
+        key = self._new_key(ground_truth, generated)
         if math.isnan(value.ba):
             log.warning("BAS %s: no music beat in the driving audio; clip left out of the mean", key)
         self.per_clip[key] = value

@@ -22,7 +22,13 @@ import logging
 import numpy as np
 
 from benchmark.metrics.base import Clip, Metric, MetricInputError, MetricResult, align, resize_frames
-from benchmark.metrics.landmarks import LandmarkBackend, backend_for, clip_landmarks, inter_ocular
+from benchmark.metrics.landmarks import (
+    LandmarkBackend,
+    LandmarkMetric,
+    backend_for,
+    clip_landmarks,
+    inter_ocular,
+)
 from benchmark.protocol import Protocol, get_protocol
 
 log = logging.getLogger(__name__)
@@ -65,33 +71,16 @@ def diversity_clip(
         raise MetricInputError(f"{generated.clip_id or generated.path}: {e}") from None
 
 
-class Diversity(Metric):
+class Diversity(LandmarkMetric, Metric):
     name = "diversity"
     higher_is_better = True
-
-    def __init__(
-        self, protocol: Protocol | str = "shv-v1", backend: LandmarkBackend | str | None = None
-    ) -> None:
-        self.protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
-        self._backend_arg = backend
-        self._backend: LandmarkBackend | None = None
-        super().__init__()
-
-    @property
-    def backend(self) -> LandmarkBackend:
-        if self._backend is None:
-            self._backend = backend_for(self._backend_arg, self.protocol.landmark_backend)
-        return self._backend
 
     def reset(self) -> None:
         self.per_clip: dict[str, float] = {}
 
     def update(self, generated: Clip, ground_truth: Clip | None = None) -> float:
         value = diversity_clip(generated, ground_truth, self.backend, self.protocol)
-        ref = ground_truth if ground_truth is not None else generated
-        key = ref.clip_id or generated.clip_id or f"clip{len(self.per_clip):06d}"
-        if key in self.per_clip:
-            raise ValueError(f"{self.name}: clip id {key!r} was already scored")
+        key = self._new_key(ground_truth, generated)
         self.per_clip[key] = value
         return value
 

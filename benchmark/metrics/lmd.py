@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmark.metrics.base import Clip, Metric, MetricInputError, MetricResult, align, resize_frames
-from benchmark.metrics.landmarks import MOUTH, LandmarkBackend, backend_for, clip_landmarks
+from benchmark.metrics.landmarks import MOUTH, LandmarkBackend, LandmarkMetric, backend_for, clip_landmarks
 from benchmark.protocol import Protocol, get_protocol
 
 log = logging.getLogger(__name__)
@@ -92,34 +92,18 @@ def lmd_clip(
         raise MetricInputError(f"{ground_truth.clip_id or ground_truth.path}: {e}") from None
 
 
-class LMD(Metric):
+class LMD(LandmarkMetric, Metric):
     """Streaming LMD. ``compute()`` is mouth LMD; ``results()`` gives ``[lmd, lmd_face]``."""
 
     name = "lmd"
     higher_is_better = False
-
-    def __init__(
-        self, protocol: Protocol | str = "shv-v1", backend: LandmarkBackend | str | None = None
-    ) -> None:
-        self.protocol = get_protocol(protocol) if isinstance(protocol, str) else protocol
-        self._backend_arg = backend
-        self._backend: LandmarkBackend | None = None
-        super().__init__()
-
-    @property
-    def backend(self) -> LandmarkBackend:
-        if self._backend is None:
-            self._backend = backend_for(self._backend_arg, self.protocol.landmark_backend)
-        return self._backend
 
     def reset(self) -> None:
         self.per_clip: dict[str, LMDValue] = {}
 
     def update(self, generated: Clip, ground_truth: Clip) -> float:
         value = lmd_clip(generated, ground_truth, self.backend, self.protocol)
-        key = ground_truth.clip_id or f"clip{len(self.per_clip):06d}"
-        if key in self.per_clip:
-            raise ValueError(f"{self.name}: clip id {key!r} was already scored")
+        key = self._new_key(ground_truth)
         if value.n_skipped:
             log.info("LMD %s: %d frame(s) without a face skipped", key, value.n_skipped)
         self.per_clip[key] = value

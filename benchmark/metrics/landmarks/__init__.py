@@ -259,3 +259,32 @@ def fill_missing(landmarks: np.ndarray) -> tuple[np.ndarray, int]:
     for j in range(flat.shape[1]):
         flat[~valid, j] = np.interp(t[~valid], t[valid], flat[valid, j])
     return flat.reshape(lms.shape), n_missing
+
+
+class LandmarkMetric:
+    """Shared plumbing of the landmark metrics (LMD, Diversity, BAS): protocol, lazily created
+    backend, and per-clip keys. Mixed into a :class:`benchmark.metrics.base.Metric` subclass."""
+
+    name: str
+    per_clip: dict
+
+    def __init__(self, protocol=None, backend: LandmarkBackend | str | None = None) -> None:
+        from benchmark.protocol import as_protocol
+
+        self.protocol = as_protocol(protocol)
+        self._backend_arg = backend
+        self._backend: LandmarkBackend | None = None
+        super().__init__()
+
+    @property
+    def backend(self) -> LandmarkBackend:
+        if self._backend is None:
+            self._backend = backend_for(self._backend_arg, self.protocol.landmark_backend)
+        return self._backend
+
+    def _new_key(self, *clips) -> str:
+        """The first clip id among ``clips`` (ground truth first); refuses a clip scored twice."""
+        key = next((c.clip_id for c in clips if c is not None and c.clip_id), f"clip{len(self.per_clip):06d}")
+        if key in self.per_clip:
+            raise ValueError(f"{self.name}: clip id {key!r} was already scored")
+        return key
