@@ -1,0 +1,518 @@
+"""``shv-train``: train SINGER on an SHV manifest (accelerate; CPU, one GPU or many).
+
+Pipeline: :func:`singer_model.data.build_cache` prepares every clip once (VAE latents, wav2vec2 features,
+masks, identity embedding; keyed by clip id + config hash). Each step samples ``batch_size`` windows of
+``data.n_frames`` frames (reference = the clip's first frame; motion frames = the ``n_motion_frames``
+latents before the window, or the reference repeated with probability ``start_ratio`` / at the clip start,
+as Hallo), noises them with the training scheduler (Hallo: DDIM betas, ``scaled_linear``, zero terminal SNR,
+v-prediction), applies classifier-free-guidance dropout (reference+identity with ``uncond_img_ratio``,
+audio with ``uncond_audio_ratio``, both with ``uncond_ia_ratio``; Hallo's 0.05 each), optional noise offset
+and min-SNR-gamma loss weighting (Hang et al. 2023: ``min(SNR, gamma) / SNR`` for epsilon,
+``/ (SNR + 1)`` for v-prediction), and optimises only the parameters ``train.trainable`` names (everything
+else ``requires_grad=False``) with Adam(W).
+
+Output directory::
+
+    OUT/cache/<hash>/<clip>.safetensors   prepared clips
+    OUT/base_net.safetensors              frozen initial weights (when not initialised from a net.pth)
+    OUT/checkpoints/step-00000500/        trainable.safetensors, optimizer.pt, rng.safetensors, state.json,
+                                          config.yaml (a complete shv-infer / shv-bench checkpoint directory)
+    OUT/train_log.csv, OUT/val_log.csv    (and OUT/tensorboard/ when tensorboard is installed)
+
+Checkpoints are written into a temporary folder and renamed (atomic); the last ``keep_last`` are kept;
+``--resume`` loads the newest complete one (weights, optimizer, LR schedule, RNG states, step), so a run
+killed at any point loses at most the steps since that checkpoint. RNG states are saved for the main
+process; other processes re-seed from ``(seed, step, rank)`` on resume.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from shv_toolkit.errors import MediaError, UsageError
+from singer_model.checkpoints import WeightPaths, load_pretrained
+from singer_model.data import (
+    AudioEncoder,
+    ClipCache,
+    DataConfig,
+    IdentityEmbedder,
+    Preprocessor,
+    build_cache,
+    cache_key,
+    window_features,
+)
+from singer_model.infer import CONFIG_NAME, DEFAULT_SCHEDULER, SingerPipeline, model_config_from
+from singer_model.model import SingerNet
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class TrainSection:
+    """Optimisation settings (defaults: the paper / Hallo stage 2)."""
+
+    learning_rate: float = 1e-5
+    max_steps: int = 17000
+    batch_size: int = 1  #: per process
+    gradient_accumulation_steps: int = 1
+    #: parameter-name entries: with a dot a prefix, without a dot a module name anywhere in the path
+    trainable: tuple[str, ...] = ("audioproj.", "msm.", "denoising_unet.sfm.")
+    mixed_precision: str = "bf16"  #: "no", "fp16", "bf16" (accelerate)
+    gradient_checkpointing: bool = True
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    weight_decay: float = 0.0  #: 0 = Adam (paper); Hallo's AdamW uses 1e-2
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    lr_warmup_steps: int = 1
+    uncond_img_ratio: float = 0.05
+    uncond_audio_ratio: float = 0.05
+    uncond_ia_ratio: float = 0.05
+    start_ratio: float = 0.05  #: probability of reference-as-motion-frames (a clip start)
+    noise_offset: float = 0.05  #: 0 disables
+    snr_gamma: float | None = 5.0  #: None disables min-SNR weighting
+    train_beta_schedule: str = "scaled_linear"  #: Hallo trains with scaled_linear, samples with linear
+    checkpoint_every: int = 500
+    keep_last: int = 3
+    validate_every: int = 1000  #: 0 disables
+    val_clips: int = 2
+    val_frames: int = 32  #: frames generated per validation clip
+    val_steps: int = 40
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model: dict[str, Any] = field(default_factory=lambda: {"preset": "full"})
+    data: DataConfig = field(default_factory=DataConfig)
+    weights: dict[str, str | None] = field(default_factory=dict)  #: WeightPaths fields (paths)
+    scheduler: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_SCHEDULER))
+    train: TrainSection = field(default_factory=TrainSection)
+    inference: dict[str, Any] = field(default_factory=lambda: {"steps": 40, "guidance_scale": 3.5})
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], base: Path | None = None) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise UsageError(f"unknown config sections {sorted(unknown)}; known: {sorted(known)}")
+        tr = dict(d.get("train") or {})
+        bad = set(tr) - {f.name for f in fields(TrainSection)}
+        if bad:
+            raise UsageError(f"unknown train keys {sorted(bad)}")
+        if "trainable" in tr:
+            tr["trainable"] = tuple(tr["trainable"])
+        weights = dict(d.get("weights") or {})
+        wbad = set(weights) - {f.name for f in fields(WeightPaths)}
+        if wbad:
+            raise UsageError(f"unknown weights keys {sorted(wbad)}")
+        if base is not None:
+            weights = {k: (str((base / v).resolve()) if v and not Path(v).is_absolute() else v)
+                       for k, v in weights.items()}
+        sched = dict(DEFAULT_SCHEDULER)
+        sched.update(d.get("scheduler") or {})
+        return cls(model=dict(d.get("model") or {"preset": "full"}),
+                   data=DataConfig.from_dict(d.get("data") or {}), weights=weights, scheduler=sched,
+                   train=TrainSection(**tr), inference=dict(d.get("inference") or {"steps": 40, "guidance_scale": 3.5}))
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> TrainConfig:
+        p = Path(path)
+        if not p.is_file():
+            raise UsageError(f"config not found: {p}")
+        return cls.from_dict(yaml.safe_load(p.read_text()) or {}, p.resolve().parent)
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+STEP_PREFIX = "step-"
+
+
+def list_checkpoints(out: Path) -> list[Path]:
+    d = out / "checkpoints"
+    if not d.is_dir():
+        return []
+    return sorted((p for p in d.iterdir() if p.is_dir() and p.name.startswith(STEP_PREFIX)
+                   and (p / "state.json").is_file()), key=lambda p: int(p.name[len(STEP_PREFIX):]))
+
+
+def _trainable_state(net: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().float().cpu().contiguous() for n, p in net.named_parameters() if p.requires_grad}
+
+
+@dataclass
+class TrainResult:
+    step: int
+    last_loss: float
+    checkpoint: Path | None
+
+
+# ---------------------------------------------------------------------------------------------- trainer
+class Trainer:
+    """Holds the model, data and optimiser state of one run (see module docstring)."""
+
+    def __init__(self, cfg: TrainConfig, manifest: str | os.PathLike, out: str | os.PathLike,
+                 val_manifest: str | os.PathLike | None = None, progress: bool = True) -> None:
+        from accelerate import Accelerator
+        from diffusers import DDIMScheduler
+
+        self.cfg = cfg
+        self.tr = cfg.train
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.progress = progress
+        self.acc = Accelerator(mixed_precision=self.tr.mixed_precision,
+                               gradient_accumulation_steps=self.tr.gradient_accumulation_steps)
+        dev = self.acc.device
+        mcfg = replace(model_config_from(cfg.model), gradient_checkpointing=self.tr.gradient_checkpointing)
+        torch.manual_seed(self.tr.seed)
+        net = SingerNet(mcfg)
+        self.net_files = self._init_weights(net)
+        self.trainable_names = net.freeze_backbone(tuple(self.tr.trainable))
+        if not self.trainable_names:
+            raise UsageError(f"train.trainable {self.tr.trainable} matches no parameter")
+        w = cfg.weights
+        if not w.get("vae") or not w.get("wav2vec2"):
+            raise UsageError("weights.vae and weights.wav2vec2 are required")
+        from singer_model.checkpoints import load_vae
+
+        vae = load_vae(w["vae"], device=dev)
+        identity = IdentityEmbedder(mcfg.image_embed_dim, w.get("face_analysis"), cfg.data.identity_backend)
+        self.pre = Preprocessor(cfg.data, vae, AudioEncoder(w["wav2vec2"], dev), identity)
+        key = cache_key(cfg.data, w["vae"], w["wav2vec2"], identity.backend,
+                        {"layers": mcfg.audio_layers, "dim": mcfg.audio_feature_dim, "emb": mcfg.image_embed_dim})
+        self.cache = ClipCache(self.out / "cache", key)
+        with self.acc.main_process_first():
+            ids = build_cache(manifest, self.pre, self.cache, progress=progress and self.acc.is_main_process)
+        self.pre.close()
+        need = cfg.data.n_frames
+        self.clip_ids = [c for c in ids if self._n_frames(c) >= need]
+        if not self.clip_ids:
+            raise MediaError(f"no clip has {need} frames")
+        self.val_manifest = Path(val_manifest) if val_manifest else self._default_val(Path(manifest))
+        sk = dict(cfg.scheduler, beta_schedule=self.tr.train_beta_schedule)
+        self.noise_sched = DDIMScheduler(**sk)
+        params = [p for p in net.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=self.tr.learning_rate, betas=(self.tr.adam_beta1, self.tr.adam_beta2),
+                                weight_decay=self.tr.weight_decay, eps=self.tr.adam_epsilon)
+        warm = max(1, self.tr.lr_warmup_steps)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm))
+        self.net, self.opt = self.acc.prepare(net, opt)
+        self.lr_sched = sched
+        self.rng = np.random.default_rng([self.tr.seed, self.acc.process_index])
+        self.gen = torch.Generator("cpu").manual_seed(self.tr.seed * 1000 + self.acc.process_index)
+        self.step = 0
+        self.last_loss = math.nan
+
+    # ---------------------------------------------------------------- setup helpers
+    def _init_weights(self, net: SingerNet) -> list[str]:
+        """Published weights when configured (their files are listed in checkpoints), else a saved base."""
+        from safetensors.torch import load_file, save_file
+
+        wp = WeightPaths(**{k: v for k, v in self.cfg.weights.items() if k in {f.name for f in fields(WeightPaths)}})
+        if wp.singer_net or wp.hallo_net:
+            kind = load_pretrained(net, wp)
+            return [wp.singer_net if kind == "singer" else wp.hallo_net]  # type: ignore[list-item]
+        base = self.out / "base_net.safetensors"
+        if base.is_file():
+            net.load_state_dict(load_file(str(base)))
+        else:
+            if wp.sd15_unet:
+                load_pretrained(net, wp, "base")
+            else:
+                log.warning("no pretrained weights configured: training from a random initialisation")
+            if self._is_main():
+                tmp = base.with_name(".base_net.partial.safetensors")
+                save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp))
+                os.replace(tmp, base)
+        return [str(base)]
+
+    def _is_main(self) -> bool:
+        acc = getattr(self, "acc", None)
+        return acc is None or acc.is_main_process
+
+    def _n_frames(self, clip_id: str) -> int:
+        from safetensors import safe_open
+
+        with safe_open(str(self.cache.path(clip_id)), "pt") as f:
+            return int(f.get_slice("latents").get_shape()[0])
+
+    @staticmethod
+    def _default_val(manifest: Path) -> Path:
+        test = manifest.with_name("test.parquet")
+        return test if test.is_file() else manifest
+
+    @property
+    def unwrapped(self) -> SingerNet:
+        return self.acc.unwrap_model(self.net)
+
+    # ---------------------------------------------------------------- batches
+    def sample_batch(self) -> dict[str, Any]:
+        """One training batch (drawn with the run's RNGs; pass it to :meth:`train_step`)."""
+        from safetensors.torch import load_file
+
+        d, net_cfg = self.cfg.data, self.unwrapped.cfg
+        win, m = d.n_frames, net_cfg.n_motion_frames
+        items = []
+        for _ in range(self.tr.batch_size):
+            cid = self.clip_ids[int(self.rng.integers(len(self.clip_ids)))]
+            e = load_file(str(self.cache.path(cid)))
+            t_total = e["latents"].shape[0]
+            s = int(self.rng.integers(0, t_total - win + 1))
+            use_ref = s < m or self.rng.random() < self.tr.start_ratio
+            motion = e["ref_latent"][None].expand(m, -1, -1, -1) if use_ref else e["latents"][s - m:s]
+            items.append({
+                "latents": e["latents"][s:s + win].permute(1, 0, 2, 3),
+                "ref": torch.cat([e["ref_latent"][None], motion]),
+                "audio": window_features(e["audio"], net_cfg.audio_window)[s:s + win],
+                "face_emb": e["face_emb"],
+                "region": e["face_region"][None].expand(3, -1, -1),
+                "masks": torch.stack([e[k][None].expand(win, -1, -1) for k in ("full_mask", "face_mask", "lip_mask")]),
+            })
+        b = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+        b["ref"] = b["ref"].flatten(0, 1)
+        r = self.rng.random()
+        ti, ta, tia = self.tr.uncond_img_ratio, self.tr.uncond_audio_ratio, self.tr.uncond_ia_ratio
+        b["uncond_img"] = bool(r < ti or ti + ta <= r < ti + ta + tia)
+        b["uncond_audio"] = bool(ti <= r < ti + ta + tia)
+        bs = b["latents"].shape[0]
+        noise = torch.randn(b["latents"].shape, generator=self.gen)
+        if self.tr.noise_offset:
+            noise = noise + self.tr.noise_offset * torch.randn((bs, noise.shape[1], 1, 1, 1), generator=self.gen)
+        b["noise"] = noise
+        b["timesteps"] = torch.randint(0, self.noise_sched.config.num_train_timesteps, (bs,), generator=self.gen)
+        return b
+
+    def loss(self, b: dict[str, Any]) -> torch.Tensor:
+        dev = self.acc.device
+        sch = self.noise_sched
+        lat, noise, t = b["latents"].to(dev), b["noise"].to(dev), b["timesteps"].to(dev)
+        noisy = sch.add_noise(lat, noise, t)
+        v_pred = sch.config.prediction_type == "v_prediction"
+        target = sch.get_velocity(lat, noise, t) if v_pred else noise
+        face_emb = b["face_emb"].to(dev)
+        if b["uncond_img"]:
+            face_emb = torch.zeros_like(face_emb)
+        masks = b["masks"].to(dev)
+        pred = self.net(noisy, t, b["ref"].to(dev), face_emb, b["audio"].to(dev), b["region"].to(dev),
+                        masks[:, 0], masks[:, 1], masks[:, 2],
+                        uncond_img_fwd=b["uncond_img"], uncond_audio_fwd=b["uncond_audio"])
+        err = (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3, 4))
+        if self.tr.snr_gamma is not None:
+            ac = sch.alphas_cumprod.to(dev)[t]
+            snr = ac / (1 - ac).clamp_min(1e-12)
+            w = torch.minimum(snr, torch.full_like(snr, self.tr.snr_gamma))
+            w = w / (snr + 1) if v_pred else w / snr.clamp_min(1e-8)
+            err = err * w
+        return err.mean()
+
+    def train_step(self, b: dict[str, Any]) -> float:
+        self.net.train()
+        with self.acc.accumulate(self.net):
+            loss = self.loss(b)
+            self.acc.backward(loss)
+            if self.acc.sync_gradients and self.tr.max_grad_norm:
+                self.acc.clip_grad_norm_([p for p in self.net.parameters() if p.requires_grad], self.tr.max_grad_norm)
+            self.opt.step()
+            self.lr_sched.step()
+            self.opt.zero_grad(set_to_none=True)
+        return float(self.acc.gather(loss.detach()[None]).mean())
+
+    # ---------------------------------------------------------------- checkpoints
+    def inference_config(self, ckpt_dir: Path) -> dict[str, Any]:
+        def rel(p: str | None) -> str | None:
+            return os.path.relpath(p, ckpt_dir) if p else None
+
+        return {
+            "model": self.unwrapped.cfg.to_dict(),
+            "data": asdict(self.cfg.data),
+            "weights": {k: rel(v) for k, v in self.cfg.weights.items() if v},
+            "net": [rel(f) for f in self.net_files] + ["trainable.safetensors"],
+            "scheduler": dict(self.cfg.scheduler),
+            "inference": dict(self.cfg.inference),
+        }
+
+    def save_checkpoint(self) -> Path | None:
+        from safetensors.torch import save_file
+
+        self.acc.wait_for_everyone()
+        if not self.acc.is_main_process:
+            return None
+        root = self.out / "checkpoints"
+        root.mkdir(exist_ok=True)
+        final = root / f"{STEP_PREFIX}{self.step:08d}"
+        tmp = root / f".tmp-{final.name}-{os.getpid()}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        cfg = self.inference_config(final)
+        cfg["model"]["gradient_checkpointing"] = False
+        save_file(_trainable_state(self.unwrapped), str(tmp / "trainable.safetensors"))
+        torch.save(self.opt.state_dict(), tmp / "optimizer.pt")
+        save_file({"torch_cpu": torch.get_rng_state(), "generator": self.gen.get_state()}, str(tmp / "rng.safetensors"))
+        state = {"step": self.step, "last_loss": self.last_loss, "lr_scheduler": self.lr_sched.state_dict(),
+                 "numpy_rng": self.rng.bit_generator.state, "trainable": self.trainable_names}
+        (tmp / "state.json").write_text(json.dumps(state, default=_json_default))
+        (tmp / CONFIG_NAME).write_text(yaml.safe_dump(cfg, sort_keys=False))
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in list_checkpoints(self.out)[: -max(1, self.tr.keep_last)]:
+            shutil.rmtree(old, ignore_errors=True)
+        log.info("checkpoint %s", final)
+        return final
+
+    def load_checkpoint(self, ckpt: Path) -> None:
+        from safetensors.torch import load_file
+
+        net = self.unwrapped
+        sd = load_file(str(ckpt / "trainable.safetensors"))
+        missing = set(self.trainable_names) - set(sd)
+        if missing:
+            raise UsageError(f"{ckpt}: trainable parameters missing: {sorted(missing)[:5]}")
+        net.load_state_dict(sd, strict=False)
+        self.opt.load_state_dict(torch.load(ckpt / "optimizer.pt", map_location="cpu", weights_only=True))
+        state = json.loads((ckpt / "state.json").read_text())
+        self.lr_sched.load_state_dict(state["lr_scheduler"])
+        self.step = int(state["step"])
+        self.last_loss = float(state.get("last_loss", math.nan))
+        if self.acc.is_main_process:
+            rng = load_file(str(ckpt / "rng.safetensors"))
+            torch.set_rng_state(rng["torch_cpu"])
+            self.gen.set_state(rng["generator"])
+            self.rng.bit_generator.state = state["numpy_rng"]
+        else:
+            self.rng = np.random.default_rng([self.tr.seed, self.step, self.acc.process_index])
+            self.gen.manual_seed(self.tr.seed * 1000 + self.step * 7 + self.acc.process_index)
+        log.info("resumed from %s (step %d)", ckpt, self.step)
+
+    # ---------------------------------------------------------------- validation
+    def validate(self) -> dict[str, float]:
+        from benchmark.metrics.base import Clip, MetricInputError
+        from benchmark.metrics.lmd import lmd_clip
+        from benchmark.metrics.psnr import psnr_clip
+        from benchmark.metrics.ssim import ssim_clip
+        from shv_toolkit.dataset import SHVDataset
+        from singer_model.data import resize_frames
+
+        ds = SHVDataset(self.val_manifest, frames="uint8", prefer_vocals=self.cfg.data.prefer_vocals)
+        net = self.unwrapped
+        net.eval()
+        pipe = SingerPipeline(net, self.pre, self.cfg.scheduler, self.acc.device)
+        rows = []
+        try:
+            for row in ds.rows[: self.tr.val_clips]:
+                n = min(int(row["n_frames"]), self.tr.val_frames)
+                gt = resize_frames(ds.load_frames(row)[:n], self.cfg.data.size)
+                audio, _, _ = ds.load_audio(row)
+                gen = pipe.generate(gt[0], audio[: int(round(n / self.cfg.data.fps * self.cfg.data.sample_rate))],
+                                    num_frames=n, seed=self.tr.seed, steps=self.tr.val_steps,
+                                    guidance_scale=float(self.cfg.inference.get("guidance_scale", 3.5)))
+                try:
+                    lmd = lmd_clip(Clip(gen, fps=self.cfg.data.fps), Clip(gt, fps=self.cfg.data.fps)).lmd
+                except MetricInputError as e:
+                    log.warning("validation LMD of %s not computable: %s", row["clip_id"], e)
+                    lmd = math.nan
+                rows.append((ssim_clip(gen, gt), psnr_clip(gen, gt), lmd))
+        finally:
+            self.pre.close()
+            net.train()
+        arr = np.array(rows, dtype=np.float64).reshape(-1, 3)
+        res = {"ssim": float(np.nanmean(arr[:, 0])), "psnr": float(np.nanmean(arr[:, 1])),
+               "lmd": float(np.nanmean(arr[:, 2])) if np.isfinite(arr[:, 2]).any() else math.nan}
+        _append_csv(self.out / "val_log.csv", {"step": self.step, **res, "clips": len(rows)})
+        return res
+
+    # ---------------------------------------------------------------- loop
+    def run(self, max_steps: int | None = None) -> TrainResult:
+        from tqdm import tqdm
+
+        total = int(max_steps if max_steps is not None else self.tr.max_steps)
+        writer = _tensorboard(self.out) if self.acc.is_main_process else None
+        last_ckpt: Path | None = None
+        bar = tqdm(total=total, initial=self.step, desc="train", unit="step",
+                   disable=not (self.progress and self.acc.is_main_process))
+        while self.step < total:
+            t0 = time.perf_counter()
+            batch = self.sample_batch()
+            loss = self.train_step(batch)
+            self.step += 1
+            self.last_loss = loss
+            dt = time.perf_counter() - t0
+            lr = float(self.lr_sched.get_last_lr()[0])
+            sps = self.tr.batch_size * self.acc.num_processes / dt
+            if self.acc.is_main_process:
+                _append_csv(self.out / "train_log.csv", {"step": self.step, "loss": loss, "lr": lr,
+                                                         "step_time_s": dt, "samples_per_s": sps})
+                if writer is not None:
+                    writer.add_scalar("loss", loss, self.step)
+                    writer.add_scalar("lr", lr, self.step)
+                    writer.add_scalar("samples_per_s", sps, self.step)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+            if self.tr.checkpoint_every and self.step % self.tr.checkpoint_every == 0:
+                last_ckpt = self.save_checkpoint() or last_ckpt
+            if self.tr.validate_every and self.step % self.tr.validate_every == 0 and self.acc.is_main_process:
+                res = self.validate()
+                log.info("validation at step %d: %s", self.step, res)
+        bar.close()
+        if not list_checkpoints(self.out) or list_checkpoints(self.out)[-1].name != f"{STEP_PREFIX}{self.step:08d}":
+            last_ckpt = self.save_checkpoint() or last_ckpt
+        if writer is not None:
+            writer.close()
+        return TrainResult(self.step, self.last_loss, last_ckpt or (list_checkpoints(self.out) or [None])[-1])
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, np.integer):
+        return int(o)
+    raise TypeError(f"not JSON serialisable: {type(o)}")
+
+
+def _append_csv(path: Path, row: dict[str, Any]) -> None:
+    new = not path.is_file()
+    with path.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def _tensorboard(out: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out / "tensorboard"))
+
+
+def train(cfg: TrainConfig, manifest: str | os.PathLike, out: str | os.PathLike, resume: bool = False,
+          max_steps: int | None = None, val_manifest: str | os.PathLike | None = None,
+          progress: bool = True) -> TrainResult:
+    """Train (or continue with ``resume``) and return the final step, loss and checkpoint."""
+    out = Path(out)
+    if not resume and list_checkpoints(out):
+        raise UsageError(f"{out} already holds checkpoints: pass --resume or use a new --out")
+    for stale in (out / "checkpoints").glob(".tmp-*") if (out / "checkpoints").is_dir() else []:
+        shutil.rmtree(stale, ignore_errors=True)
+    trainer = Trainer(cfg, manifest, out, val_manifest, progress)
+    if resume:
+        ckpts = list_checkpoints(out)
+        if ckpts:
+            trainer.load_checkpoint(ckpts[-1])
+        else:
+            log.info("--resume: no checkpoint in %s, starting at step 0", out)
+    return trainer.run(max_steps)

@@ -1,0 +1,132 @@
+"""Tiny SINGER training on CPU on manifests built from the bundled real sample."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from singer_model.cli import train_main
+from singer_model.infer import load_pipeline
+from singer_model.tiny import build_tiny_assets
+from singer_model.train import Trainer, TrainConfig, list_checkpoints, train
+
+CONFIGS = Path(__file__).resolve().parents[2] / "singer_model" / "configs"
+
+
+@pytest.fixture(scope="module")
+def tiny_cfg(tmp_path_factory) -> TrainConfig:
+    root = tmp_path_factory.mktemp("tiny_train")
+    build_tiny_assets(root / "tiny_assets")
+    shutil.copy(CONFIGS / "tiny.yaml", root / "tiny.yaml")
+    return TrainConfig.from_file(root / "tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def manifest(sample_build) -> Path:
+    return sample_build[0] / "train.parquet"
+
+
+@pytest.fixture(scope="module")
+def prepared(tiny_cfg, manifest, tmp_path_factory) -> Path:
+    """A run directory whose cache is filled (copied into later runs to save time)."""
+    out = tmp_path_factory.mktemp("prepared")
+    Trainer(tiny_cfg, manifest, out, progress=False)
+    return out
+
+
+def _fresh(prepared: Path, dst: Path) -> Path:
+    shutil.copytree(prepared / "cache", dst / "cache")
+    return dst
+
+
+def _losses(out: Path) -> dict[int, float]:
+    with (out / "train_log.csv").open() as f:
+        return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(f)}
+
+
+def test_config_files_parse():
+    full = TrainConfig.from_file(CONFIGS / "singer_full.yaml")
+    assert full.data.size == 512 and full.data.n_frames == 16
+    assert full.train.learning_rate == 1e-5 and full.train.max_steps == 17000
+    assert full.train.mixed_precision == "bf16" and full.train.gradient_checkpointing
+    assert full.train.uncond_img_ratio == full.train.uncond_audio_ratio == 0.05
+    assert set(full.train.trainable) == {"audioproj.", "msm.", "denoising_unet.sfm."}
+
+
+def test_fixed_batch_loss_decreases_and_only_trainables_change(tiny_cfg, manifest, prepared, tmp_path):
+    cfg = replace(tiny_cfg, train=replace(tiny_cfg.train, noise_offset=0.0, snr_gamma=None))
+    tr = Trainer(cfg, manifest, _fresh(prepared, tmp_path), progress=False)
+    net = tr.unwrapped
+    trainable = {n for n, p in net.named_parameters() if p.requires_grad}
+    assert trainable == set(tr.trainable_names)
+    assert any(n.startswith("msm.") for n in trainable) and any(n.startswith("denoising_unet.sfm.") for n in trainable)
+    assert all(n.startswith(("audioproj.", "msm.", "denoising_unet.sfm.")) or ".audio_modules." in n for n in trainable)
+    assert not any(n.startswith(("reference_unet.", "imageproj.", "face_locator.")) for n in trainable)
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    b = tr.sample_batch()
+    b.update(uncond_img=False, uncond_audio=False, timesteps=torch.tensor([300]))
+    losses = [tr.train_step(b) for _ in range(25)]
+    assert losses[-1] < 0.5 * losses[0], losses
+    for n, p in net.named_parameters():
+        changed = not torch.equal(p.detach(), before[n])
+        if n in trainable:
+            continue
+        assert not changed, f"frozen parameter {n} changed"
+    assert sum(not torch.equal(p.detach(), before[n]) for n, p in net.named_parameters() if n in trainable) > 0.8 * len(trainable)
+
+
+def test_resume_matches_uninterrupted_run_and_checkpoint_round_trip(tiny_cfg, manifest, prepared, tmp_path):
+    cfg = replace(tiny_cfg, train=replace(tiny_cfg.train, checkpoint_every=2, keep_last=2))
+    a = _fresh(prepared, tmp_path / "a")
+    res_a = train(cfg, manifest, a, max_steps=4, progress=False)
+    assert res_a.step == 4
+    b = _fresh(prepared, tmp_path / "b")
+    train(cfg, manifest, b, max_steps=2, progress=False)  # "interrupted" after step 2
+    (b / "checkpoints" / ".tmp-step-00000003-999").mkdir()  # a checkpoint write killed half-way
+    res_b = train(cfg, manifest, b, resume=True, max_steps=4, progress=False)
+    la, lb = _losses(a), _losses(b)
+    assert sorted(lb) == [1, 2, 3, 4]
+    for s in (3, 4):
+        assert lb[s] == pytest.approx(la[s], rel=1e-5, abs=1e-7), (s, la, lb)
+    assert not any(p.name.startswith(".tmp") for p in (b / "checkpoints").iterdir())
+    names = [p.name for p in list_checkpoints(b)]
+    assert names == ["step-00000002", "step-00000004"]
+    # round trip: the final checkpoints of both runs hold the same trainable weights and state
+    from safetensors.torch import load_file
+
+    wa = load_file(str(res_a.checkpoint / "trainable.safetensors"))
+    wb = load_file(str(res_b.checkpoint / "trainable.safetensors"))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-7)
+    # the checkpoint directory is an inference checkpoint: its weights load back exactly
+    pipe = load_pipeline(res_b.checkpoint)
+    got = dict(pipe.net.named_parameters())
+    for k, v in wb.items():
+        torch.testing.assert_close(got[k].detach(), v)
+    conf = yaml.safe_load((res_b.checkpoint / "config.yaml").read_text())
+    assert conf["net"][-1] == "trainable.safetensors" and conf["data"]["n_frames"] == 4
+
+
+def test_cli_trains_and_refuses_to_overwrite(tiny_cfg, manifest, prepared, tmp_path):
+    out = _fresh(prepared, tmp_path / "run")
+    cfg_file = tmp_path / "cfg.yaml"
+    d = yaml.safe_load((CONFIGS / "tiny.yaml").read_text())
+    d["weights"] = {k: str(Path(v)) for k, v in tiny_cfg.weights.items() if v}
+    cfg_file.write_text(yaml.safe_dump(d))
+    args = ["--manifest", str(manifest), "--config", str(cfg_file), "--out", str(out), "--max-steps", "2", "--no-progress"]
+    assert train_main(args) == 0
+    assert list(_losses(out)) == [1, 2]
+    with (out / "train_log.csv").open() as f:
+        row = next(csv.DictReader(f))
+    assert float(row["lr"]) > 0 and float(row["samples_per_s"]) > 0 and float(row["step_time_s"]) > 0
+    assert train_main(args) == 1  # existing checkpoints without --resume
+    assert train_main([*args[:-3], "3", "--resume", "--no-progress"]) == 0
+    assert list(_losses(out)) == [1, 2, 3]
