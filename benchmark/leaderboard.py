@@ -391,6 +391,9 @@ def write_png(board: pd.DataFrame, path: Path) -> None:
             ax.bar(i, float(v), color=colours[i], hatch="//" if r["source"] == "paper" else None,
                    edgecolor="black", linewidth=0.5)
             ax.text(i, float(v), _cell(v, col), ha="center", va="bottom", fontsize=7)
+        ax.set_xlim(-0.6, len(rows) - 0.4)
+        if all(r.get(col.title) is None for r in rows):
+            ax.set_yticks([])
         ax.set_xticks(xs)
         ax.set_xticklabels([_row_label(r, multi) for r in rows], rotation=30, ha="right", fontsize=7)
         ax.tick_params(axis="y", labelsize=7)
