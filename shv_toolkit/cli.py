@@ -29,7 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
         "download, scene cut, face crop (scale 0.8), 2 s / 25 fps clips, vocals, quality filter, "
         "4:1 source-level split, Parquet manifests. Rerun the same command to resume.",
         epilog="Exit status: 0 all sources ok; 1 some sources failed or gave no clip; 2 bad usage; "
-        "130 interrupted.",
+        "130 interrupted. --engine ray --ray-address HOST:PORT runs on an existing Ray cluster.",
     )
     p.add_argument("--urls", required=True, type=Path, help="list file: one http(s) URL or local path per line")
     p.add_argument("--out", required=True, type=Path, help="output directory (manifests, clips, logs)")
@@ -45,7 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-filesize-mb", type=float, help="refuse larger sources")
     p.add_argument("--max-duration", type=float, help="refuse sources longer than this (seconds)")
     p.add_argument("--seed", type=int, help="split seed")
-    p.add_argument("--workers", type=int, default=1, help="parallel worker processes (local engine)")
+    p.add_argument("--engine", choices=["local", "ray"], default="local",
+                   help="where tasks run: local worker processes (default) or Ray")
+    p.add_argument("--workers", type=int, default=1,
+                   help="local engine: worker processes (1 = in-process); ray engine without "
+                   "--ray-address: CPUs of the private local Ray instance")
+    p.add_argument("--ray-address", help="ray engine: 'auto' or host:port of a running Ray cluster "
+                   "(default: start a private local instance on 127.0.0.1); --out must be on a "
+                   "filesystem every node mounts at the same path")
+    p.add_argument("--group-clips", type=int, default=None,
+                   help="candidate clips per render task (default 8); fixed per source once planned")
     p.add_argument("--retry-failed", action="store_true", help="process failed sources again")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -102,6 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
         if args.workers < 1:
             raise UsageError("--workers must be >= 1")
+        if args.group_clips is not None and args.group_clips < 1:
+            raise UsageError("--group-clips must be >= 1")
+        if args.ray_address and args.engine != "ray":
+            raise UsageError("--ray-address needs --engine ray")
         if not args.urls.is_file():
             raise UsageError(f"URL list not found: {args.urls}")
     except UsageError as exc:
@@ -111,13 +124,18 @@ def main(argv: list[str] | None = None) -> int:
     _setup_logging(args.out, args.verbose)
 
     from shv_toolkit.engines import make_engine
-    from shv_toolkit.pipeline import run_build
+    from shv_toolkit.pipeline import GROUP_CLIPS, run_build
 
+    try:
+        engine = make_engine(args.engine, workers=args.workers, ray_address=args.ray_address,
+                             log_level=logging.DEBUG if args.verbose else logging.INFO)
+    except (UsageError, ConnectionError) as exc:
+        print(f"shv-build: error: cannot start the {args.engine} engine: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         summary = run_build(
             args.urls, args.out, cfg, progress=not args.no_progress, retry_failed=args.retry_failed,
-            engine=make_engine("local", workers=args.workers, cfg=cfg, out=args.out,
-                               progress=not args.no_progress),
+            engine=engine, group_clips=args.group_clips or GROUP_CLIPS,
         )
     except (InputListError, UsageError) as exc:
         print(f"shv-build: error: {exc}", file=sys.stderr)
@@ -125,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("shv-build: interrupted; rerun the same command to resume", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        engine.close()
     print(summary.render())
     return summary.exit_code()
 

@@ -1,39 +1,65 @@
 """shv-build orchestration: from a URL/path list to clips and Parquet manifests.
 
-Unit of work: one source. ``process_source`` runs every stage for one source and writes its
-result (source row + candidate clip rows) to ``work/<source_id>/result.json`` LAST and atomically:
-that file is the source's completion marker. ``run_build`` skips sources whose marker exists for
-the same config hash, then assigns the source-level split and writes the manifests. A run killed at
-any moment therefore resumes to exactly the manifests of an uninterrupted run: clip ids are
-deterministic, clip files are written under temporary names and renamed, and a half-processed
-source is simply processed again (rewriting the same bytes).
+Work units (each runs wherever the engine puts it: in-process, a local worker process, a Ray node):
+
+1. **analyse** -- one task per source: fetch (download or locate), ONE analysis decode (scene cut +
+   face detection), tracking and clip planning, and one audio decode cached as
+   ``work/<source_id>/audio-<rate>.npy`` for the next step. Its candidate clips are split into
+   consecutive **clip groups** of at most ``group_clips`` clips.
+2. **render** -- one task per clip group: vocal separation over the group's clip spans only, then
+   render (one decode per run of nearby clips), score and filter, write the clips.
+
+Completion markers, all written atomically by the driver when a task reports (never by workers):
+``work/<id>/plan.json`` (analysis done: source row, timings, groups), ``work/<id>/groups/<i>.json``
+(clip group done: its clip rows) and LAST ``work/<id>/result.json`` (the source is done). A rerun --
+on any engine -- skips finished sources, reuses plans, and renders only the groups without a marker.
+Clip ids are deterministic and clip files are written under temporary names and renamed, so a run
+killed at any moment (or a worker killed mid-task and retried) ends with exactly the manifests of an
+uninterrupted run. ``run_build`` then assigns the source-level split and writes the manifests.
+
+Same results on every engine: work units do not depend on the engine or the worker count (groups
+come from the plan alone), separation runs with fixed torch threads and seeded RNGs, and x264 runs
+with ``threads=1``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import hashlib
 import json
 import logging
 import os
 import time
-from collections import Counter
-from collections.abc import Callable, Iterable
+from collections import Counter, deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from shv_toolkit import __version__, media
 from shv_toolkit.config import BuildConfig
-from shv_toolkit.errors import ShvError, SourceError
+from shv_toolkit.errors import MediaError, ShvError, SourceError
 from shv_toolkit.inputs import InputLineError, SourceSpec, parse_url_list
 from shv_toolkit.manifest import io as manifest_io
 from shv_toolkit.manifest.schema import SCHEMA_VERSION, empty_row
 from shv_toolkit.manifest.split import assign_splits
+from shv_toolkit.stages.clips import ClipSpec, plan_source, render_segment
+
+if TYPE_CHECKING:
+    from shv_toolkit.engines.base import Engine
 
 log = logging.getLogger(__name__)
 
-STAGES = ("download", "analysis", "tracking", "vocals", "render", "total")
+STAGES = ("download", "analysis", "tracking", "audio", "vocals", "render", "total")
+#: default clips per render task: 8 clips = 16 s of video, a few seconds of work per task
+GROUP_CLIPS = 8
+#: rate of the cached mix the separator reads (a separator may declare another ``input_rate``)
+MIX_RATE = 44100
+#: torch intra-op threads during separation, the same on every engine and worker count
+SEPARATION_THREADS = 1
 
 
 @dataclass
@@ -60,6 +86,15 @@ class BuildLayout:
 
     def result_file(self, source_id: str) -> Path:
         return self.work / source_id / "result.json"
+
+    def plan_file(self, source_id: str) -> Path:
+        return self.work / source_id / "plan.json"
+
+    def group_file(self, source_id: str, index: int) -> Path:
+        return self.work / source_id / "groups" / f"{index:05d}.json"
+
+    def audio_cache(self, source_id: str, rate: int) -> Path:
+        return self.work / source_id / f"audio-{int(rate)}.npy"
 
     def make(self) -> None:
         for d in (self.out, self.downloads, self.clips, self.work, self.logs):
@@ -96,6 +131,8 @@ class BuildSummary:
     failures: list[tuple[str, str]]
     manifests: dict[str, str]
     wall_seconds: float
+    engine: str = ""
+    tasks: dict[str, int] = field(default_factory=dict)  # tasks run this time: analyse, render, retried, lost
 
     def exit_code(self) -> int:
         return 0 if (self.n_failed == 0 and self.n_input_errors == 0) else 1
@@ -111,6 +148,9 @@ class BuildSummary:
             lines.append(f"    dropped {n:4d}  {reason}")
         lines.append("  time per stage (s): " + ", ".join(
             f"{k} {v:.1f}" for k, v in self.stage_seconds.items()))
+        if self.engine:
+            lines.append(f"  engine: {self.engine}; tasks run: " + (", ".join(
+                f"{k} {v}" for k, v in self.tasks.items()) or "none (all done before)"))
         lines.append(f"  wall time: {self.wall_seconds:.1f} s")
         for sid, err in self.failures:
             lines.append(f"  FAILED {sid}: {err}")
@@ -135,8 +175,158 @@ def _drop_reason_key(reason: str) -> str:
     return reason.strip()
 
 
+def _empty_source_row(spec: SourceSpec) -> dict[str, Any]:
+    return {
+        "source_id": spec.source_id, "url": spec.location, "kind": spec.kind, "local_path": None,
+        "title": None, "uploader": None, "channel": None, "duration_s": None, "fps": None,
+        "width": None, "height": None, "has_audio": None, "license": None, "webpage_url": None,
+        "extractor": None, "status": "failed", "error": None, "n_scenes": 0, "n_scenes_too_short": 0,
+        "n_clips_total": 0, "n_clips_kept": 0,
+    }
+
+
+# ----------------------------------------------------------------------------- work units (picklable)
+
+
+def spec_to_json(cs: ClipSpec) -> dict[str, Any]:
+    """A :class:`ClipSpec` as JSON (arrays keep dtype and exact values: floats round-trip by repr)."""
+    d: dict[str, Any] = {}
+    for f in dataclasses.fields(cs):
+        v = getattr(cs, f.name)
+        if isinstance(v, np.ndarray):
+            d[f.name] = {"dtype": str(v.dtype), "shape": list(v.shape), "data": v.reshape(-1).tolist()}
+        elif isinstance(v, np.generic):
+            d[f.name] = v.item()
+        else:
+            d[f.name] = v
+    return d
+
+
+def spec_from_json(d: dict[str, Any]) -> ClipSpec:
+    kw = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and "dtype" in v:
+            kw[k] = np.asarray(v["data"], dtype=np.dtype(v["dtype"])).reshape(v["shape"])
+        else:
+            kw[k] = v
+    return ClipSpec(**kw)
+
+
+@dataclass
+class PlannedSource:
+    """Result of a source's analysis task: its manifest row so far, the stage timings and its clip
+    groups (each a list of :func:`spec_to_json` dicts), saved as ``work/<id>/plan.json``."""
+
+    source: dict[str, Any]
+    timings: dict[str, float]
+    groups: list[list[dict[str, Any]]]
+    group_clips: int
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> PlannedSource:
+        return cls(d["source"], d["timings"], d["groups"], int(d["group_clips"]))
+
+    def clip_ids(self, index: int) -> list[str]:
+        return [c["clip_id"] for c in self.groups[index]]
+
+
+@dataclass
+class ClipGroup:
+    """One render task: consecutive candidate clips of one source."""
+
+    source_id: str
+    index: int
+    n_groups: int
+    local_path: str  # the source row's local_path (relative to --out for downloads)
+    specs: list[dict[str, Any]]
+
+
+@dataclass
+class GroupResult:
+    """Result of a render task: clip rows in the group's order, or the one-line error."""
+
+    source_id: str
+    index: int
+    clips: list[dict[str, Any]]
+    timings: dict[str, float]
+    vocals_backend: str = "none"
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> GroupResult:
+        return cls(**d)
+
+
+def plan_groups(specs: list[ClipSpec], max_clips: int) -> list[list[ClipSpec]]:
+    """Split a source's candidate clips (in plan order: start frame, track) into consecutive groups
+    of at most ``max_clips``, sized as evenly as possible (no tiny tail group)."""
+    if max_clips < 1:
+        raise ValueError(f"group size must be >= 1, got {max_clips}")
+    n = len(specs)
+    if n == 0:
+        return []
+    k = -(-n // max_clips)
+    bounds = [round(i * n / k) for i in range(k + 1)]
+    return [list(specs[bounds[i]:bounds[i + 1]]) for i in range(k)]
+
+
+class _AudioWindow:
+    """Read-only 1-D signal of ``length`` samples, zero except ``data`` at ``offset``: the vocals of
+    one clip group without allocating the whole source (what :func:`render_segment` slices)."""
+
+    def __init__(self, length: int, offset: int, data: np.ndarray) -> None:
+        self.length, self.offset, self.data = int(length), int(offset), data
+        self.shape = (self.length,)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        if not isinstance(key, slice):
+            raise TypeError("_AudioWindow supports slices only")
+        start, stop, step = key.indices(self.length)
+        if step != 1:
+            raise ValueError("_AudioWindow supports step 1 only")
+        out = np.zeros(max(0, stop - start), np.float32)
+        a, b = max(start, self.offset), min(stop, self.offset + len(self.data))
+        if b > a:
+            out[a - start:b - start] = self.data[a - self.offset:b - self.offset]
+        return out
+
+
+@contextlib.contextmanager
+def _deterministic_separation(seed: int) -> Iterator[None]:
+    """Same vocals on every engine: fixed torch intra-op threads (float reductions can depend on
+    the thread count) and seeded RNGs (demucs's random shifts use ``random``)."""
+    import random
+
+    import torch
+
+    threads = torch.get_num_threads()
+    state = random.getstate()
+    torch.set_num_threads(SEPARATION_THREADS)
+    random.seed(seed)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            yield
+    finally:
+        random.setstate(state)
+        torch.set_num_threads(threads)
+
+
 class SourceProcessor:
-    """Runs every stage for one source. Holds per-process models (face detector, separator)."""
+    """Runs the stages of shv-build in one process. Holds per-process models (separator, pose).
+
+    :meth:`analyse` is the per-source task (fetch, one analysis decode, planning, audio decode),
+    :meth:`render_group` the per-clip-group task (vocals for the group's spans, render, filters).
+    """
 
     def __init__(self, cfg: BuildConfig, layout: BuildLayout, progress: bool = True) -> None:
         self.cfg = cfg
@@ -151,7 +341,7 @@ class SourceProcessor:
         if not self._separator_ready:
             from shv_toolkit.stages.vocals import make_separator
 
-            self._separator = make_separator(self.cfg.vocals)
+            self._separator = make_separator(self.cfg.vocals, progress=self.progress)
             self._separator_ready = True
         return self._separator
 
@@ -167,42 +357,26 @@ class SourceProcessor:
             self._pose.close()
             self._pose = None
 
-    def __call__(self, spec: SourceSpec) -> SourceResult:
+    # ------------------------------------------------------------------ per-source task
+    def analyse(self, spec: SourceSpec, group_clips: int = GROUP_CLIPS) -> PlannedSource | SourceResult:
+        """Fetch, analyse and plan one source; a final failed :class:`SourceResult` if it fails."""
         timings: dict[str, float] = {}
         t_start = time.perf_counter()
-        row = self._empty_source_row(spec)
+        row = _empty_source_row(spec)
         try:
-            clips = self._process(spec, row, timings)
-            kept = sum(1 for c in clips if c["keep"])
-            row["n_clips_total"], row["n_clips_kept"] = len(clips), kept
-            if kept == 0:
-                reasons = Counter(_drop_reason_key(c["drop_reason"]) for c in clips if c["drop_reason"])
-                detail = ", ".join(f"{k} x{v}" for k, v in reasons.most_common()) or "no candidate clip"
-                row["status"] = "empty"
-                row["error"] = f"no clip kept ({detail})"
-            else:
-                row["status"] = "ok"
+            specs = self._analyse(spec, row, timings)
         except (ShvError, OSError) as exc:
             log.warning("source %s (%s) failed: %s", spec.source_id, spec.location, _one_line(exc))
             row["status"], row["error"] = "failed", _one_line(exc)
-            clips = []
-        timings["total"] = time.perf_counter() - t_start
-        return SourceResult(row, clips, timings)
+            timings["total"] = time.perf_counter() - t_start
+            return SourceResult(row, [], timings)
+        groups = [[spec_to_json(s) for s in g] for g in plan_groups(specs, group_clips)]
+        log.info("source %s: %d candidate clips in %d group(s)", spec.source_id, len(specs), len(groups))
+        return PlannedSource(row, timings, groups, group_clips)
 
-    def _empty_source_row(self, spec: SourceSpec) -> dict[str, Any]:
-        return {
-            "source_id": spec.source_id, "url": spec.location, "kind": spec.kind, "local_path": None,
-            "title": None, "uploader": None, "channel": None, "duration_s": None, "fps": None,
-            "width": None, "height": None, "has_audio": None, "license": None, "webpage_url": None,
-            "extractor": None, "status": "failed", "error": None, "n_scenes": 0, "n_scenes_too_short": 0,
-            "n_clips_total": 0, "n_clips_kept": 0,
-        }
-
-    def _process(self, spec: SourceSpec, row: dict[str, Any], timings: dict[str, float]) -> list[dict]:
+    def _analyse(self, spec: SourceSpec, row: dict[str, Any], timings: dict[str, float]) -> list[ClipSpec]:
         from shv_toolkit.stages.analysis import analyse_source
-        from shv_toolkit.stages.clips import plan_source, render_segment
         from shv_toolkit.stages.download import fetch_source
-        from shv_toolkit.stages.filters import FaceStats, decide, score_clip
 
         cfg, layout = self.cfg, self.layout
         t = time.perf_counter()
@@ -235,22 +409,60 @@ class SourceProcessor:
         if not plan.specs:
             raise SourceError(f"no face track of at least {cfg.clips.clip_seconds:g} s ({n_tracks} tracks)")
 
+        # decode the audio once here; clip groups read their spans from these caches
         t = time.perf_counter()
-        sr = cfg.clips.sample_rate
-        audio16 = media.read_audio(src_path, sample_rate=sr)
+        self._audio(src_path, spec.source_id, cfg.clips.sample_rate)
+        if cfg.vocals.backend != "none":
+            self._audio(src_path, spec.source_id, MIX_RATE)
+        timings["audio"] = time.perf_counter() - t
+        return plan.specs
+
+    def _audio(self, src_path: Path, source_id: str, rate: int) -> np.ndarray:
+        """The source's mono audio at ``rate`` (memory-mapped from ``work/<id>/audio-<rate>.npy``,
+        decoded and cached first if missing). Raises MediaError without an audio stream."""
+        path = self.layout.audio_cache(source_id, rate)
+        if not path.is_file():
+            audio = media.read_audio(src_path, sample_rate=rate)
+            with manifest_io.atomic_path(path) as tmp, open(tmp, "wb") as fh:
+                np.save(fh, np.ascontiguousarray(audio, dtype=np.float32), allow_pickle=False)
+        try:
+            return np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:
+            raise MediaError(f"unreadable audio cache {path.name}: {exc}") from exc
+
+    # ------------------------------------------------------------------ per-group task
+    def render_group(self, group: ClipGroup) -> GroupResult:
+        """Vocals over the group's spans, then render + score + write its clips."""
+        timings: dict[str, float] = {}
+        try:
+            return self._render_group(group, timings)
+        except (ShvError, OSError) as exc:
+            log.warning("source %s clip group %d/%d failed: %s", group.source_id, group.index + 1,
+                        group.n_groups, _one_line(exc))
+            return GroupResult(group.source_id, group.index, [], timings, error=_one_line(exc))
+
+    def _render_group(self, group: ClipGroup, timings: dict[str, float]) -> GroupResult:
+        from shv_toolkit.stages.filters import FaceStats, decide, score_clip
+
+        cfg, layout = self.cfg, self.layout
+        specs = [spec_from_json(d) for d in group.specs]
+        src_path = Path(group.local_path)
+        if not src_path.is_absolute():
+            src_path = layout.out / src_path
+        t = time.perf_counter()
+        audio16 = self._audio(src_path, group.source_id, cfg.clips.sample_rate)
         separator = self.separator()
         vocals16 = None
         vocals_backend = "none"
         if separator is not None:
-            vocals16 = self._separate_spans(separator, src_path, plan.specs, audio16.shape[0])
+            rate = int(getattr(separator, "input_rate", MIX_RATE))
+            mix = self._audio(src_path, group.source_id, rate)
+            vocals16 = self._separate_spans(separator, mix, rate, specs, audio16.shape[0], group.source_id)
             vocals_backend = separator.name
         timings["vocals"] = time.perf_counter() - t
 
         t = time.perf_counter()
-        clip_dir = layout.clips / spec.source_id
-        if clip_dir.exists():
-            for stale in clip_dir.glob(".*.partial.*"):
-                stale.unlink(missing_ok=True)
+        clip_dir = layout.clips / group.source_id
         fcfg = cfg.filters
         pose = self.pose()
 
@@ -262,37 +474,41 @@ class SourceProcessor:
                 keep, reason = False, cs.crop_reason
             return {"scores": scores, "keep": keep, "drop_reason": reason}
 
-        files = render_segment(src_path, plan.specs, clip_dir, cfg.clips, audio16, vocals16,
+        files = render_segment(src_path, specs, clip_dir, cfg.clips, audio16, vocals16,
                                on_clip=on_clip, write_rejected=False)
-        rows = [self._clip_row(spec, cs, cf, clip_dir, vocals_backend)
-                for cs, cf in zip(plan.specs, files, strict=True)]
+        rows = [self._clip_row(group.source_id, cs, cf, clip_dir, vocals_backend)
+                for cs, cf in zip(specs, files, strict=True)]
         timings["render"] = time.perf_counter() - t
-        return rows
+        return GroupResult(group.source_id, group.index, rows, timings, vocals_backend)
 
-    def _separate_spans(self, separator, src_path: Path, specs: list, n16: int) -> np.ndarray:
-        """Separate vocals only over the spans that become candidate clips; silence elsewhere."""
+    def _separate_spans(self, separator, mix: np.ndarray, rate: int, specs: list[ClipSpec], n16: int,
+                        source_id: str) -> _AudioWindow:
+        """Separate vocals only over the spans of the group's clips; silence elsewhere."""
         sr, fps = self.cfg.clips.sample_rate, self.cfg.clips.fps
-        rate = getattr(separator, "input_rate", 44100)
-        mix = media.read_audio(src_path, sample_rate=rate)
-        vocals = np.zeros(n16, np.float32)
-        for f0, f1 in _merge_spans([(c.start_frame, c.end_frame) for c in specs]):
+        spans = _merge_spans([(c.start_frame, c.end_frame) for c in specs])
+        w0 = min(n16, int(round(spans[0][0] / fps * sr)))
+        w1 = min(n16, int(round(spans[-1][1] / fps * sr)) + sr)
+        buf = np.zeros(max(0, w1 - w0), np.float32)
+        for f0, f1 in spans:
             t0, t1 = f0 / fps, f1 / fps
-            seg = mix[int(round(t0 * rate)):int(round(t1 * rate))]
+            seg = np.asarray(mix[int(round(t0 * rate)):int(round(t1 * rate))], dtype=np.float32)
             if seg.size == 0:
                 continue
-            v = np.asarray(separator.separate(seg[None, :], rate), dtype=np.float32).reshape(-1)
-            i0 = int(round(t0 * sr))
-            n = min(v.shape[0], n16 - i0)
-            vocals[i0:i0 + n] = v[:n]
-        return vocals
+            seed = int(hashlib.sha256(f"{source_id}:{f0}:{f1}".encode()).hexdigest()[:8], 16)
+            with _deterministic_separation(seed):
+                v = np.asarray(separator.separate(seg[None, :], rate), dtype=np.float32).reshape(-1)
+            i0 = int(round(t0 * sr)) - w0
+            n = max(0, min(v.shape[0], len(buf) - i0))
+            buf[i0:i0 + n] = v[:n]
+        return _AudioWindow(n16, w0, buf)
 
-    def _clip_row(self, spec: SourceSpec, cs, cf, clip_dir: Path, vocals_backend: str) -> dict[str, Any]:
+    def _clip_row(self, source_id: str, cs, cf, clip_dir: Path, vocals_backend: str) -> dict[str, Any]:
         cfg = self.cfg
         out = self.layout.out
         extra = cf.extra or {}
         boxes = np.asarray(cs.boxes, dtype=float)
         row = {
-            "clip_id": cs.clip_id, "source_id": spec.source_id, "scene_index": int(cs.scene_index),
+            "clip_id": cs.clip_id, "source_id": source_id, "scene_index": int(cs.scene_index),
             "track_id": int(cs.track_id), "start_frame": int(cs.start_frame), "end_frame": int(cs.end_frame),
             "start_s": cs.start_frame / cfg.clips.fps, "end_s": cs.end_frame / cfg.clips.fps,
             "fps": float(cfg.clips.fps), "n_frames": int(cs.end_frame - cs.start_frame),
@@ -320,17 +536,69 @@ def _merge_spans(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
-def _load_result(path: Path, config_hash: str) -> SourceResult | None:
+# one SourceProcessor per process and build (models load once per worker, not once per task)
+_PROCESSORS: dict[tuple[str, str, bool], SourceProcessor] = {}
+
+
+def _processor(cfg: BuildConfig, out: str, progress: bool) -> SourceProcessor:
+    key = (cfg.config_hash() + json.dumps(cfg.vocals.device), out, progress)
+    proc = _PROCESSORS.get(key)
+    if proc is None:
+        proc = _PROCESSORS[key] = SourceProcessor(cfg, BuildLayout(Path(out)), progress=progress)
+    return proc
+
+
+def close_processors() -> None:
+    """Release the models this process holds (the driver calls it after an in-process build)."""
+    while _PROCESSORS:
+        _, proc = _PROCESSORS.popitem()
+        proc.close()
+
+
+@dataclass(frozen=True)
+class AnalyseTask:
+    """Picklable per-source task: ``AnalyseTask(cfg, out)(spec)``."""
+
+    cfg: BuildConfig
+    out: str
+    group_clips: int = GROUP_CLIPS
+    progress: bool = False
+
+    def __call__(self, spec: SourceSpec) -> PlannedSource | SourceResult:
+        return _processor(self.cfg, self.out, self.progress).analyse(spec, self.group_clips)
+
+
+@dataclass(frozen=True)
+class RenderTask:
+    """Picklable per-clip-group task: ``RenderTask(cfg, out)(group)``."""
+
+    cfg: BuildConfig
+    out: str
+    progress: bool = False
+
+    def __call__(self, group: ClipGroup) -> GroupResult:
+        return _processor(self.cfg, self.out, self.progress).render_group(group)
+
+
+# ----------------------------------------------------------------------------- completion markers
+
+
+def _load_marker(path: Path, config_hash: str) -> dict[str, Any] | None:
     if not manifest_io.is_done(path):
         return None
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
-        log.warning("unreadable result %s: the source will be processed again", path)
+        log.warning("unreadable marker %s: its work will be done again", path)
         return None
     if data.get("config_hash") != config_hash:
         return None
-    return SourceResult.from_json(data["result"])
+    return data
+
+
+def _load_result(path: Path, config_hash: str) -> SourceResult | None:
+    data = _load_marker(path, config_hash)
+    return None if data is None else SourceResult.from_json(data["result"])
 
 
 def _save_result(path: Path, result: SourceResult, config_hash: str) -> None:
@@ -338,12 +606,190 @@ def _save_result(path: Path, result: SourceResult, config_hash: str) -> None:
                                  "result": result.to_json()})
 
 
-Engine = Callable[[Callable[[SourceSpec], SourceResult], list[SourceSpec]], Iterable[SourceResult]]
+def _load_plan(path: Path, config_hash: str) -> PlannedSource | None:
+    data = _load_marker(path, config_hash)
+    return None if data is None else PlannedSource.from_json(data["plan"])
 
 
-def sequential_engine(fn: Callable[[SourceSpec], SourceResult], specs: list[SourceSpec]) -> Iterable[SourceResult]:
-    for s in specs:
-        yield fn(s)
+def _load_group(path: Path, config_hash: str, clip_ids: list[str]) -> GroupResult | None:
+    data = _load_marker(path, config_hash)
+    if data is None or data.get("clip_ids") != clip_ids:
+        return None
+    return GroupResult.from_json(data["group"])
+
+
+def _remove_partials(clip_dir: Path) -> None:
+    """Temporary files of interrupted writes (killed runs or workers). Call only while no task of
+    the source is running: before its groups are scheduled and after they all reported."""
+    if clip_dir.exists():
+        for stale in clip_dir.glob(".*.partial*"):
+            stale.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------- the driver
+
+
+@dataclass
+class _SourceState:
+    spec: SourceSpec
+    plan: PlannedSource
+    pending: set[int]
+    groups: dict[int, GroupResult] = field(default_factory=dict)
+
+
+class _Driver:
+    """Schedules the task graph of a build on an engine and writes every completion marker.
+
+    Only the driver writes markers (``plan.json``, ``groups/<i>.json``, ``result.json``), each once
+    per finished task: a task that ran twice (a retry after a worker died late) is recorded once.
+    """
+
+    def __init__(self, layout: BuildLayout, cfg: BuildConfig, engine: Engine, group_clips: int,
+                 progress: bool) -> None:
+        self.layout, self.cfg, self.engine = layout, cfg, engine
+        self.config_hash = cfg.config_hash()
+        in_process = bool(getattr(engine, "in_process", False))
+        out = str(layout.out)
+        self.analyse_fn = AnalyseTask(cfg, out, group_clips, progress=progress and in_process)
+        self.render_fn = RenderTask(cfg, out, progress=progress and in_process)
+        self.gpu = 1.0 if str(cfg.vocals.device).startswith("cuda") else 0.0
+        self.results: dict[str, SourceResult] = {}
+        self.states: dict[str, _SourceState] = {}
+        self.meta: dict[int, tuple[str, str, int]] = {}
+        self.backlog: deque[SourceSpec] = deque()
+        self.tasks: Counter[str] = Counter()
+        self.progress = progress
+        self.bar_src = self.bar_clips = None
+        self._specs: dict[str, SourceSpec] = {}
+
+    def run(self, todo: list[SourceSpec]) -> None:
+        from tqdm import tqdm
+
+        self._specs = {s.source_id: s for s in todo}
+
+        self.bar_src = tqdm(total=len(todo), desc="sources", unit="src", disable=not self.progress)
+        self.bar_clips = tqdm(total=0, desc="clips", unit="clip", disable=not self.progress)
+        try:
+            for spec in todo:
+                plan = _load_plan(self.layout.plan_file(spec.source_id), self.config_hash)
+                if plan is None:
+                    self.backlog.append(spec)
+                else:
+                    self._schedule_groups(spec, plan, resumed=True)
+            self._feed()
+            for done in self.engine.completed():
+                kind, sid, gi = self.meta.pop(done.task_id)
+                if kind == "analyse":
+                    self._on_analysed(sid, done)
+                else:
+                    self._on_group(sid, gi, done)
+                self._feed()
+        finally:
+            self.bar_src.close()
+            self.bar_clips.close()
+
+    def _feed(self) -> None:
+        """Submit analyses while fewer than two tasks per worker are queued: clip groups of planned
+        sources go first, so a long list streams through instead of analysing everything first."""
+        while self.backlog and self.engine.pending() < 2 * self.engine.capacity:
+            spec = self.backlog.popleft()
+            tid = self.engine.submit(self.analyse_fn, spec, key=f"analyse:{spec.source_id}", num_cpus=1)
+            self.meta[tid] = ("analyse", spec.source_id, -1)
+            self.tasks["analyse"] += 1
+
+    def _on_analysed(self, sid: str, done) -> None:
+        spec = self._specs[sid]
+        if done.lost:
+            row = _empty_source_row(spec)
+            row["error"] = _one_line(done.result)
+            self._finish(sid, SourceResult(row, [], {}))
+        elif isinstance(done.result, SourceResult):
+            self._finish(sid, done.result)
+        else:
+            plan: PlannedSource = done.result
+            manifest_io.mark_done(self.layout.plan_file(sid), {
+                "config_hash": self.config_hash, "toolkit_version": __version__, "plan": plan.to_json()})
+            self._schedule_groups(spec, plan, resumed=False)
+
+    def _schedule_groups(self, spec: SourceSpec, plan: PlannedSource, resumed: bool) -> None:
+        sid = spec.source_id
+        _remove_partials(self.layout.clips / sid)
+        st = _SourceState(spec, plan, set())
+        self.states[sid] = st
+        n = len(plan.groups)
+        self.bar_clips.total += sum(len(g) for g in plan.groups)
+        self.bar_clips.refresh()
+        for gi, specs in enumerate(plan.groups):
+            got = _load_group(self.layout.group_file(sid, gi), self.config_hash, plan.clip_ids(gi))
+            if got is not None:
+                st.groups[gi] = got
+                self.bar_clips.update(len(specs))
+                continue
+            group = ClipGroup(sid, gi, n, plan.source["local_path"], specs)
+            tid = self.engine.submit(self.render_fn, group, key=f"render:{sid}:{gi}", num_cpus=1,
+                                     num_gpus=self.gpu)
+            self.meta[tid] = ("render", sid, gi)
+            self.tasks["render"] += 1
+            st.pending.add(gi)
+        if resumed:
+            log.info("source %s: resuming from its plan, %d of %d clip group(s) to do", sid,
+                     len(st.pending), n)
+        if not st.pending:
+            self._finalize(sid)
+
+    def _on_group(self, sid: str, gi: int, done) -> None:
+        st = self.states[sid]
+        if done.lost:
+            res = GroupResult(sid, gi, [], {}, error=_one_line(done.result))
+        else:
+            res = done.result
+            if res.error is None:
+                manifest_io.mark_done(self.layout.group_file(sid, gi), {
+                    "config_hash": self.config_hash, "toolkit_version": __version__,
+                    "clip_ids": st.plan.clip_ids(gi), "group": res.to_json()})
+        st.groups[gi] = res
+        st.pending.discard(gi)
+        self.bar_clips.update(len(st.plan.groups[gi]))
+        if not st.pending:
+            self._finalize(sid)
+
+    def _finalize(self, sid: str) -> None:
+        """All groups of a source reported: its result.json (the source's completion marker)."""
+        st = self.states.pop(sid)
+        row = dict(st.plan.source)
+        timings = Counter(st.plan.timings)
+        for g in st.groups.values():
+            timings.update(g.timings)
+        errors = [(gi, g.error) for gi, g in sorted(st.groups.items()) if g.error]
+        if errors:
+            gi, err = errors[0]
+            row["status"] = "failed"
+            row["error"] = f"clip group {gi + 1} of {len(st.plan.groups)}: {err}"
+            clips: list[dict[str, Any]] = []
+            log.warning("source %s (%s) failed: %s", sid, row["url"], row["error"])
+        else:
+            clips = [c for gi in range(len(st.plan.groups)) for c in st.groups[gi].clips]
+            kept = sum(1 for c in clips if c["keep"])
+            row["n_clips_total"], row["n_clips_kept"] = len(clips), kept
+            if kept == 0:
+                reasons = Counter(_drop_reason_key(c["drop_reason"]) for c in clips if c["drop_reason"])
+                detail = ", ".join(f"{k} x{v}" for k, v in reasons.most_common()) or "no candidate clip"
+                row["status"], row["error"] = "empty", f"no clip kept ({detail})"
+            else:
+                row["status"], row["error"] = "ok", None
+        timings.pop("total", None)
+        timings["total"] = sum(timings.values())
+        self._finish(sid, SourceResult(row, clips, dict(timings)))
+        if not errors:
+            for p in self.layout.work.joinpath(sid).glob("audio-*.npy"):
+                p.unlink(missing_ok=True)
+        _remove_partials(self.layout.clips / sid)
+
+    def _finish(self, sid: str, res: SourceResult) -> None:
+        _save_result(self.layout.result_file(sid), res, self.config_hash)
+        self.results[sid] = res
+        self.bar_src.set_postfix_str(f"{sid} {res.source['status']}")
+        self.bar_src.update(1)
 
 
 def run_build(
@@ -353,13 +799,20 @@ def run_build(
     progress: bool = True,
     retry_failed: bool = False,
     engine: Engine | None = None,
-    processor_factory: Callable[[], Callable[[SourceSpec], SourceResult]] | None = None,
+    group_clips: int = GROUP_CLIPS,
 ) -> BuildSummary:
-    """Build (or resume) a dataset from ``urls_file`` into ``out_dir``; returns the summary."""
-    from tqdm import tqdm
+    """Build (or resume) a dataset from ``urls_file`` into ``out_dir``; returns the summary.
+
+    ``engine``: where tasks run (:func:`shv_toolkit.engines.make_engine`; the caller closes it);
+    default: in-process. ``group_clips``: clips per render task for sources planned in this run
+    (a planned source keeps the groups of its ``plan.json``).
+    """
+    from tqdm.contrib.logging import logging_redirect_tqdm
+
+    from shv_toolkit.engines.local import LocalEngine
 
     cfg = cfg or BuildConfig()
-    layout = BuildLayout(Path(out_dir))
+    layout = BuildLayout(Path(out_dir).resolve())
     layout.make()
     t0 = time.perf_counter()
     config_hash = cfg.config_hash()
@@ -382,24 +835,30 @@ def run_build(
     if results:
         log.info("resuming: %d of %d sources already done", len(results), len(specs))
 
-    processor = processor_factory() if processor_factory else SourceProcessor(cfg, layout, progress=progress)
-    run = engine or sequential_engine
-    bar = tqdm(total=len(todo), desc="sources", unit="src", disable=not progress)
+    eng = engine if engine is not None else LocalEngine(workers=1)
+    log.info("shv-build: %d source(s) to process on the %s", len(todo), eng.describe())
+    driver = _Driver(layout, cfg, eng, group_clips, progress)
+    stats0 = dict(eng.stats)
     try:
-        for res in run(processor, todo):
-            sid = res.source["source_id"]
-            _save_result(layout.result_file(sid), res, config_hash)
-            results[sid] = res
-            bar.set_postfix_str(f"{sid} {res.source['status']}")
-            bar.update(1)
+        with logging_redirect_tqdm() if progress else contextlib.nullcontext():
+            driver.run(todo)
     finally:
-        bar.close()
-        if hasattr(processor, "close"):
-            processor.close()
+        if eng.pending():  # an error or an interrupt in the driver: stop what is still running
+            eng.cancel()
+        if engine is None:
+            eng.close()
+        close_processors()
+    results.update(driver.results)
 
     ordered = [results[s.source_id] for s in specs if s.source_id in results]
     manifests = _write_manifests(layout, ordered, bad_lines, cfg, config_hash)
-    return _summarise(ordered, bad_lines, manifests, time.perf_counter() - t0)
+    summary = _summarise(ordered, bad_lines, manifests, time.perf_counter() - t0)
+    summary.engine = eng.describe()
+    summary.tasks = dict(driver.tasks)
+    for k in ("retried", "lost"):
+        if eng.stats.get(k, 0) - stats0.get(k, 0):
+            summary.tasks[k] = eng.stats[k] - stats0.get(k, 0)
+    return summary
 
 
 def _write_manifests(layout: BuildLayout, results: list[SourceResult], bad_lines: list[InputLineError],
@@ -453,4 +912,5 @@ def _summarise(results: list[SourceResult], bad_lines: list[InputLineError], man
     )
 
 
-__all__ = ["BuildLayout", "BuildSummary", "SourceProcessor", "SourceResult", "run_build", "SCHEMA_VERSION"]
+__all__ = ["BuildLayout", "BuildSummary", "ClipGroup", "GroupResult", "PlannedSource", "SourceProcessor",
+           "SourceResult", "plan_groups", "run_build", "SCHEMA_VERSION"]
