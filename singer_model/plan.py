@@ -30,7 +30,9 @@ full-size model costs no memory and a training step runs in seconds on a CPU):
   references) and records the maximum live total; this includes the block inputs a checkpoint keeps,
   the recomputed block during the backward, activation gradients and temporaries, but not parameters,
   parameter gradients (counted in the optimiser memory) nor the batch inputs (listed separately).
-  Memory of the allocator (fragmentation, caching) and of the CUDA context is not included.
+  Memory of the allocator (fragmentation, caching) and of the CUDA context is not included. FLOPs and
+  memory come from two separate runs of the step: FlopCounterMode's module tracking keeps the graphs of
+  checkpoint recomputations alive until it exits, which would inflate memory measured under it.
 * **Memory per GPU**: frozen weights at the compute dtype, trainable weights as a compute-dtype copy plus
   fp32 master weights, fp32 gradients and Adam's two fp32 moments (16 B/param), plus the peak above.
   Activations are measured with all compute in the given dtype (bf16): under ``torch.autocast`` the
@@ -535,8 +537,10 @@ def format_plans(plans: list[Plan]) -> str:
         "",
         "Parameters                          total        trainable   on GPU in a step",
     ]
+    labels = {"denoising_unet": "denoising_unet (2D)", "motion_modules": "  + motion_modules",
+              "audio_modules": "  + audio_modules", "sfm": "  + SFM"}
     for c in p0.components:
-        lines.append(f"  {c.name:<22} {_m(c.params):>15} {_m(c.trainable):>15}   {'yes' if c.resident else 'no'}")
+        lines.append(f"  {labels.get(c.name, c.name):<22} {_m(c.params):>15} {_m(c.trainable):>15}   {'yes' if c.resident else 'no'}")
     lines += [
         f"  {'SingerNet total':<22} {_m(p0.params_network):>15} {_m(p0.params_trainable):>15}",
     ]
@@ -582,7 +586,7 @@ def format_plans(plans: list[Plan]) -> str:
         row(f"{g.hardware} ({g.peak_tflops:.0f} TFLOP/s bf16, {g.utilisation:.0%} util.)", lambda p, i=i: "")
         row("  seconds per step", lambda p, i=i: f"{p.gpu[i].step_seconds:.2f} s")
         row("  wall-clock", lambda p, i=i: f"{p.gpu[i].wall_hours:,.1f} h")
-        row("  GPU-hours", lambda p, i=i: f"{p.gpu[i].gpu_hours:,.0f} GPU-h")
+        row("  GPU-hours", lambda p, i=i: f"{p.gpu[i].gpu_hours:,.1f} GPU-h")
     lines.append("")
     lines.append("measured in " + ", ".join(f"{p.measure_seconds:.1f} s" for p in plans))
     return "\n".join(lines)
