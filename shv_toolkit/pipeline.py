@@ -332,30 +332,25 @@ class SourceProcessor:
         self.cfg = cfg
         self.layout = layout
         self.progress = progress
-        self._separator = None
-        self._separator_ready = False
-        self._pose = None
 
-    # models are created lazily and once per process
+    # models are created lazily, once per process (a worker keeps them across tasks and builds)
     def separator(self):
-        if not self._separator_ready:
-            from shv_toolkit.stages.vocals import make_separator
+        from shv_toolkit.stages.vocals import make_separator
 
-            self._separator = make_separator(self.cfg.vocals, progress=self.progress)
-            self._separator_ready = True
-        return self._separator
+        key = "separator:" + json.dumps([dataclasses.asdict(self.cfg.vocals), self.progress], sort_keys=True)
+        if key not in _MODELS:
+            _MODELS[key] = make_separator(self.cfg.vocals, progress=self.progress)
+        return _MODELS[key]
 
     def pose(self):
-        if self._pose is None:
+        if "pose" not in _MODELS:
             from shv_toolkit.stages.filters import PoseEstimator
 
-            self._pose = PoseEstimator()
-        return self._pose
+            _MODELS["pose"] = PoseEstimator()
+        return _MODELS["pose"]
 
     def close(self) -> None:
-        if self._pose is not None:
-            self._pose.close()
-            self._pose = None
+        """Models are shared by the processors of a process: see :func:`close_processors`."""
 
     # ------------------------------------------------------------------ per-source task
     def analyse(self, spec: SourceSpec, group_clips: int = GROUP_CLIPS) -> PlannedSource | SourceResult:
@@ -536,8 +531,9 @@ def _merge_spans(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
     return out
 
 
-# one SourceProcessor per process and build (models load once per worker, not once per task)
+# one SourceProcessor per process and build; models (separator, pose) shared by all of them
 _PROCESSORS: dict[tuple[str, str, bool], SourceProcessor] = {}
+_MODELS: dict[str, Any] = {}
 
 
 def _processor(cfg: BuildConfig, out: str, progress: bool) -> SourceProcessor:
@@ -550,9 +546,11 @@ def _processor(cfg: BuildConfig, out: str, progress: bool) -> SourceProcessor:
 
 def close_processors() -> None:
     """Release the models this process holds (the driver calls it after an in-process build)."""
-    while _PROCESSORS:
-        _, proc = _PROCESSORS.popitem()
-        proc.close()
+    _PROCESSORS.clear()
+    pose = _MODELS.pop("pose", None)
+    if pose is not None:
+        pose.close()
+    _MODELS.clear()
 
 
 @dataclass(frozen=True)

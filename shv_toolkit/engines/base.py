@@ -17,11 +17,12 @@ Logs: records a task logs in a worker process (at the engine's ``log_level`` and
 INFO) are sent back with its result and re-emitted in the driver under the same logger names, where
 the driver's logger levels and handlers apply (build.log, the console through the progress bars).
 
-Fault injection for tests (worker processes only, never the in-process path):
+Fault injection for tests (worker processes only, never the in-process path), read from the
+DRIVER's environment when a task is submitted and sent along with the task:
 ``SHV_FAULT_KILL=<dir>`` makes every task SIGKILL its own worker process on its first attempt
-(a marker file per task in ``<dir>`` records the kill); ``SHV_FAULT_KILL_TIMES=<n>`` kills the first
-``n`` attempts (default 1); ``SHV_FAULT_KILL_MATCH=<text>`` limits it to tasks whose key contains
-``<text>``.
+(a marker file per task in ``<dir>``, on a filesystem the workers share, records the kill);
+``SHV_FAULT_KILL_TIMES=<n>`` kills the first ``n`` attempts (default 1);
+``SHV_FAULT_KILL_MATCH=<text>[,<text>...]`` limits it to tasks whose key contains one of the texts.
 """
 
 from __future__ import annotations
@@ -75,6 +76,8 @@ class Task:
     item: Any
     num_cpus: float = 1.0
     num_gpus: float = 0.0
+    max_retries: int = 2
+    fault: dict[str, str] | None = None
     attempts: int = 0
     history: list[str] = field(default_factory=list)
 
@@ -94,12 +97,19 @@ def forwarded_env() -> dict[str, str]:
             if k.startswith(FORWARDED_ENV_PREFIXES) or k in FORWARDED_ENV}
 
 
-def maybe_inject_fault(key: str) -> None:
+def fault_settings() -> dict[str, str] | None:
+    """The fault-injection settings of the driver's environment (None when off)."""
+    if not os.environ.get(FAULT_ENV):
+        return None
+    return {"dir": os.environ[FAULT_ENV], "times": os.environ.get(FAULT_TIMES_ENV, "1"),
+            "match": os.environ.get(FAULT_MATCH_ENV, "")}
+
+
+def maybe_inject_fault(key: str, fault: dict[str, str] | None) -> None:
     """Test hook (see module doc): SIGKILL this worker process on the task's first attempt(s)."""
-    fault_dir = os.environ.get(FAULT_ENV)
-    if not fault_dir or os.environ.get(FAULT_MATCH_ENV, "") not in key:
+    if not fault or not any(m in key for m in fault["match"].split(",")):
         return
-    times = int(os.environ.get(FAULT_TIMES_ENV, "1"))
+    fault_dir, times = fault["dir"], int(fault["times"])
     stem = hashlib.sha256(key.encode()).hexdigest()[:20]
     os.makedirs(fault_dir, exist_ok=True)
     for i in range(times):
@@ -137,9 +147,10 @@ class _ListHandler(logging.Handler):
         return record.exc_text
 
 
-def run_task(fn: Callable[[Any], Any], item: Any, key: str, log_level: int) -> TaskOutput:
+def run_task(fn: Callable[[Any], Any], item: Any, key: str, log_level: int,
+             fault: dict[str, str] | None = None) -> TaskOutput:
     """Worker side of every engine: fault hook, then ``fn(item)`` with its log records captured."""
-    maybe_inject_fault(key)
+    maybe_inject_fault(key, fault)
     root = logging.getLogger()
     handler = _ListHandler(log_level)
     old_level = root.level
@@ -188,13 +199,17 @@ class Engine(ABC):
         return self.workers
 
     def submit(self, fn: Callable[[Any], Any], item: Any, *, key: str | None = None,
-               num_cpus: float = 1, num_gpus: float = 0) -> int:
+               num_cpus: float = 1, num_gpus: float = 0, max_retries: int | None = None) -> int:
         """Queue ``fn(item)``; returns its task id. ``num_cpus``/``num_gpus`` are resource hints
-        (Ray schedules by them; the local engine runs one task per worker process)."""
+        (Ray schedules by them; the local engine runs one task per worker process).
+        ``max_retries``: this task's reruns after a worker death (default: the engine's)."""
         tid = self._next_id
         self._next_id += 1
+        retries = self.max_retries if max_retries is None else int(max_retries)
+        if retries < 0:
+            raise ValueError(f"max_retries must be >= 0, got {retries}")
         task = Task(tid, key if key is not None else f"{getattr(fn, '__name__', type(fn).__name__)}:{tid}",
-                    fn, item, float(num_cpus), float(num_gpus))
+                    fn, item, float(num_cpus), float(num_gpus), retries, fault_settings())
         self.stats["submitted"] += 1
         self._submit(task)
         return tid
@@ -212,15 +227,17 @@ class Engine(ABC):
         """Tasks submitted and not yet reported by :meth:`completed`."""
 
     def map(self, fn: Callable[[Any], Any], items: Iterable[Any], *, num_cpus: float = 1,
-            num_gpus: float = 0, on_lost: Literal["raise", "return"] = "raise") -> Iterator[tuple[int, Any]]:
+            num_gpus: float = 0, on_lost: Literal["raise", "return"] = "raise",
+            max_retries: int | None = None) -> Iterator[tuple[int, Any]]:
         """``(index into items, fn(item))`` in completion order. A task whose worker died on every
-        attempt raises :class:`WorkerLostError` (``on_lost="raise"``) or yields it as the result."""
+        attempt raises :class:`WorkerLostError` (``on_lost="raise"``) or yields it as the result.
+        If the caller stops early or a task raises, the remaining tasks are cancelled."""
         if self.pending():
             raise RuntimeError("map() needs an idle engine (tasks are still pending)")
         index: dict[int, int] = {}
         for i, item in enumerate(items):
             index[self.submit(fn, item, key=f"{getattr(fn, '__name__', type(fn).__name__)}[{i}]",
-                              num_cpus=num_cpus, num_gpus=num_gpus)] = i
+                              num_cpus=num_cpus, num_gpus=num_gpus, max_retries=max_retries)] = i
         try:
             for done in self.completed():
                 if done.lost and on_lost == "raise":
@@ -256,10 +273,10 @@ class Engine(ABC):
     def _lost_or_retry(self, task: Task, detail: str) -> TaskDone | None:
         """A worker died running ``task``: None if it is to be resubmitted, else its lost report."""
         task.history.append(detail)
-        if task.attempts <= self.max_retries:
+        if task.attempts <= task.max_retries:
             self.stats["retried"] += 1
             log.warning("worker died running %s (attempt %d of %d): %s; retrying", task.key,
-                        task.attempts, self.max_retries + 1, detail)
+                        task.attempts, task.max_retries + 1, detail)
             return None
         self.stats["lost"] += 1
         log.error("task %s lost: its worker died on all %d attempts (%s)", task.key, task.attempts, detail)

@@ -87,7 +87,7 @@ class LocalEngine(Engine):
                 ex = self._slots[slot] = ProcessPoolExecutor(1, mp_context=self._ctx)
             task = self._queue.popleft()
             task.attempts += 1
-            fut = ex.submit(run_task, task.fn, task.item, task.key, self.log_level)
+            fut = ex.submit(run_task, task.fn, task.item, task.key, self.log_level, task.fault)
             self._running[fut] = (slot, task)
 
     def _retire(self, slot: int) -> str:

@@ -15,7 +15,8 @@ A worker that dies is handled by Ray's own task retries (``max_retries``); when 
 the task is reported lost (:class:`~shv_toolkit.engines.base.WorkerLostError`). Exceptions raised by
 a task are not retried and propagate to the driver. Workers' log records come back with each result
 (their stdout/stderr stay in Ray's session logs, so they do not scribble over the progress bars).
-Driver variables ``SHV_*``, ``GLOG_minloglevel`` and ``TF_CPP_MIN_LOG_LEVEL`` are set in the workers.
+Driver variables ``SHV_*``, ``GLOG_minloglevel`` and ``TF_CPP_MIN_LOG_LEVEL`` (as set when the engine
+connects) are set in the workers of the job.
 """
 
 from __future__ import annotations
@@ -64,7 +65,6 @@ class RayEngine(Engine):
         self._job_env = forwarded_env()
         if ray.is_initialized():
             log.info("ray: reusing this process's existing Ray connection")
-            self._job_env = {}
         elif ray_address:
             ray.init(address=ray_address, log_to_driver=False, configure_logging=False,
                      runtime_env={"env_vars": self._job_env} if self._job_env else None)
@@ -108,15 +108,13 @@ class RayEngine(Engine):
         return hit[1]
 
     def _submit(self, task: Task) -> None:
-        env = forwarded_env()
         opts: dict[str, Any] = {
-            "num_cpus": task.num_cpus, "num_gpus": task.num_gpus, "max_retries": self.max_retries,
+            "num_cpus": task.num_cpus, "num_gpus": task.num_gpus, "max_retries": task.max_retries,
             "retry_exceptions": False, "name": task.key[:200],
         }
-        if env != self._job_env:  # e.g. set after the instance started: give it to these tasks
-            opts["runtime_env"] = {"env_vars": env}
         task.attempts = 1
-        ref = self._remote.options(**opts).remote(self._fn_ref(task.fn), task.item, task.key, self.log_level)
+        ref = self._remote.options(**opts).remote(self._fn_ref(task.fn), task.item, task.key, self.log_level,
+                                                  task.fault)
         self._refs[ref] = task
 
     def completed(self) -> Iterator[TaskDone]:
@@ -129,7 +127,7 @@ class RayEngine(Engine):
             try:
                 out = self._ray.get(ref)
             except (WorkerCrashedError, OutOfMemoryError, NodeDiedError, ObjectLostError) as exc:
-                task.attempts = 1 + self.max_retries
+                task.attempts = 1 + task.max_retries
                 detail = " ".join(str(exc).split())[:300]
                 self.stats["lost"] += 1
                 log.error("task %s lost: its worker died on all %d attempts (%s)", task.key,

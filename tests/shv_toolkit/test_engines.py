@@ -153,14 +153,16 @@ def test_killed_worker_is_retried(name, ray_engine, tmp_path):
 
 @pytest.mark.parametrize("name", ["local", "ray"])
 def test_worker_dying_every_time_is_reported_lost(name, ray_engine, tmp_path):
-    eng = ray_engine if name == "ray" else make_engine("local", workers=2, max_retries=1)
+    eng = ray_engine if name == "ray" else make_engine("local", workers=2)
     try:
-        got = dict(eng.map(KillOnce(str(tmp_path), victim=1, always=True), range(3), on_lost="return"))
-        assert isinstance(got[1], WorkerLostError)
+        got = dict(eng.map(KillOnce(str(tmp_path), victim=1, always=True), range(3), on_lost="return",
+                           max_retries=1))
+        assert isinstance(got[1], WorkerLostError) and got[1].attempts == 2
         assert got[0][0] == 0 and got[2][0] == 2  # the other tasks are unaffected
-        assert len(list(tmp_path.iterdir())) == 1 + eng.max_retries
+        assert len(list(tmp_path.iterdir())) == 2
         with pytest.raises(WorkerLostError):
-            list(eng.map(KillOnce(str(tmp_path), victim=0, always=True), [0]))
+            list(eng.map(KillOnce(str(tmp_path), victim=0, always=True), [0], max_retries=0))
+        assert len(list(tmp_path.iterdir())) == 3
     finally:
         if eng is not ray_engine:
             eng.close()
@@ -240,37 +242,41 @@ def test_resume_on_ray_runs_only_missing_work(reference, two_sources, ray_engine
 
 
 def test_workers_killed_during_build_are_retried(reference, two_sources, ray_engine, tmp_path, monkeypatch):
-    """Every render task SIGKILLs its Ray worker on its first attempt; the retries complete the build."""
+    """Ray workers SIGKILLed mid-build (one source's analysis, a clip group of the other) on their
+    first attempt: the retries complete the build, identical to the reference, nothing duplicated."""
     ref, _ = reference
+    sid_a, sid_b = pd.read_parquet(ref / "sources.parquet")["source_id"]
     faults = tmp_path / "faults"
     monkeypatch.setenv(FAULT_ENV, str(faults))
-    monkeypatch.setenv(FAULT_MATCH_ENV, "render:")
+    monkeypatch.setenv(FAULT_MATCH_ENV, f"analyse:{sid_a},render:{sid_b}:1")
     out = tmp_path / "killed"
     summary = run_build(two_sources, out, progress=False, group_clips=GROUP, engine=ray_engine)
-    assert len(list(faults.iterdir())) == 4  # each of the 4 render tasks was killed once
-    assert summary.exit_code() == 0 and summary.tasks["render"] == 4
+    killed = sorted(p.read_text().split()[0] for p in faults.iterdir())
+    assert killed == [f"analyse:{sid_a}", f"render:{sid_b}:1"]  # each killed once
+    assert summary.exit_code() == 0 and summary.tasks == {"analyse": 2, "render": 4}
     _assert_same_build(ref, out)
     clip_ids = pd.read_parquet(out / "clips.parquet")["clip_id"]
     assert clip_ids.is_unique
 
 
-def test_source_whose_worker_always_dies_is_recorded_failed(reference, two_sources, tmp_path, monkeypatch):
+def test_source_whose_worker_always_dies_is_recorded_failed(reference, two_sources, ray_engine, tmp_path,
+                                                            monkeypatch):
     ref, _ = reference
     sid_b = pd.read_parquet(ref / "sources.parquet")["source_id"].iloc[1]
     monkeypatch.setenv(FAULT_ENV, str(tmp_path / "faults"))
-    monkeypatch.setenv(FAULT_MATCH_ENV, f"analyse:{sid_b}")
+    monkeypatch.setenv(FAULT_MATCH_ENV, f"render:{sid_b}:0")
     monkeypatch.setenv(FAULT_TIMES_ENV, "99")
     out = tmp_path / "failing"
-    with make_engine("local", workers=2, max_retries=1) as eng:
-        summary = run_build(two_sources, out, progress=False, group_clips=GROUP, engine=eng)
+    summary = run_build(two_sources, out, progress=False, group_clips=GROUP, engine=ray_engine)
     assert summary.exit_code() == 1 and summary.n_ok == 1
-    assert summary.tasks["lost"] == 1 and summary.tasks["retried"] == 1
+    assert summary.tasks == {"analyse": 2, "render": 4, "lost": 1}
     sources = pd.read_parquet(out / "sources.parquet").set_index("source_id")
     assert sources.loc[sid_b, "status"] == "failed"
-    assert "worker process died 2 time(s)" in sources.loc[sid_b, "error"]
-    assert len(list((tmp_path / "faults").iterdir())) == 2
+    assert sources.loc[sid_b, "error"].startswith("clip group 1 of 2: worker process died 3 time(s)")
+    assert len(list((tmp_path / "faults").iterdir())) == 1 + ray_engine.max_retries
+    assert not pd.read_parquet(out / "clips.parquet")["source_id"].eq(sid_b).any()
     # once the fault is gone, --retry-failed completes the build exactly like the reference
     monkeypatch.delenv(FAULT_ENV)
     summary = run_build(two_sources, out, progress=False, group_clips=GROUP, retry_failed=True)
-    assert summary.tasks == {"analyse": 1, "render": 2}
+    assert summary.tasks == {"render": 1}  # only the lost group: the plan and group 2 were kept
     _assert_same_build(ref, out)
