@@ -44,18 +44,18 @@ def test_generate_writes_mp4_of_audio_length(tiny_ckpt, face, singing, tmp_path)
 
 def test_seed_and_variants_control_output(tiny_ckpt, face, singing):
     a = singing[:16000]
-    f1 = generate_video(face, a, tiny_ckpt, steps=2, seed=1, num_frames=10)
-    f2 = generate_video(face, a, tiny_ckpt, steps=2, seed=1, num_frames=10)
-    f3 = generate_video(face, a, tiny_ckpt, steps=2, seed=2, num_frames=10)
-    assert f1.shape == (10, 64, 64, 3)
+    f1 = generate_video(face, a, tiny_ckpt, steps=1, seed=1, num_frames=6)
+    f2 = generate_video(face, a, tiny_ckpt, steps=1, seed=1, num_frames=6)
+    f3 = generate_video(face, a, tiny_ckpt, steps=1, seed=2, num_frames=6)
+    assert f1.shape == (6, 64, 64, 3)
     np.testing.assert_array_equal(f1, f2)
     assert np.abs(f1.astype(int) - f3.astype(int)).mean() > 0.5
     pipe_all = load_pipeline(tiny_ckpt, "singer")
     pipe_none = load_pipeline(tiny_ckpt, "singer-no-both")
     assert pipe_all.net.msm is not None and pipe_all.net.denoising_unet.sfm is not None
     assert pipe_none.net.msm is None and pipe_none.net.denoising_unet.sfm is None
-    g_all = pipe_all.generate(face, a, num_frames=8, steps=2, seed=1)
-    g_none = pipe_none.generate(face, a, num_frames=8, steps=2, seed=1)
+    g_all = pipe_all.generate(face, a, num_frames=4, steps=1, seed=1)
+    g_none = pipe_none.generate(face, a, num_frames=4, steps=1, seed=1)
     assert np.abs(g_all.astype(int) - g_none.astype(int)).mean() > 0.1
 
 
