@@ -86,6 +86,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="also show the SINGER paper's reported rows (source=paper, separate rows)")
     g.add_argument("--workers", type=int, default=1, help="clips processed in parallel (default: 1)")
     g.add_argument("--engine", choices=("local", "ray"), default="local", help="where workers run (default: local)")
+    g.add_argument("--ray-address", help="ray: 'auto' or host:port of a running cluster (default: a private one)")
     g.add_argument("--retry-errors", action="store_true", help="recompute clips whose cached result is an error")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--verbose", "-v", action="store_true", help="debug logging")
@@ -184,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             method=args.method, manifest=args.manifest, out=args.out, protocol=protocol, metrics=names,
             limit=args.limit, method_options=method_options, metric_options=metric_options,
             dataset=args.dataset, driving_audio=args.driving_audio, strict=args.strict, workers=args.workers,
-            engine=args.engine, retry_errors=args.retry_errors, progress=not args.no_progress,
+            engine=args.engine, ray_address=args.ray_address, retry_errors=args.retry_errors, progress=not args.no_progress,
             with_paper_rows=args.with_paper_rows,
         )
         result = run_bench(cfg, protocol)

@@ -339,16 +339,22 @@ def to_markdown(board: pd.DataFrame) -> str:
         "",
         *lines,
     ]
-    reasons = [(r["method"], r["dataset"], r["missing"]) for r in measured if r.get("missing")]
-    notes = [(r["method"], r["dataset"], r["notes"]) for r in measured if r.get("notes")]
+    def grouped(field: str) -> list[str]:
+        """One bullet per distinct text, naming every row it applies to."""
+        by_text: dict[str, list[str]] = {}
+        for r in measured:
+            if r.get(field):
+                by_text.setdefault(str(r[field]), []).append(f"{r['method']} ({r['dataset']})")
+        return [f"- {', '.join(rows)}: {why}" for why, rows in by_text.items()]
+
     failed = [(r["method"], r["dataset"], int(r["n_failed"])) for r in measured if r.get("n_failed")]
-    if reasons:
-        text += ["", "Empty cells:"] + [f"- {m} ({d}): {why}" for m, d, why in reasons]
+    if reasons := grouped("missing"):
+        text += ["", "Empty cells:", *reasons]
     if failed:
         text += ["", "Failed clips (listed in per_clip.parquet and report.html):"]
         text += [f"- {m} ({d}): {n}" for m, d, n in failed]
-    if notes:
-        text += ["", "Notes:"] + [f"- {m} ({d}): {n}" for m, d, n in notes]
+    if notes := grouped("notes"):
+        text += ["", "Notes:", *notes]
     paper = _records(board, "paper")
     if paper:
         text += ["", f"Reported in the SINGER paper ({PAPER_NOTE}):", ""]

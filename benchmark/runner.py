@@ -25,8 +25,8 @@ clip for all methods.
 The row: the per-clip shards are merged in manifest order with ``Metric.merge`` into one metric object
 per metric, whose ``results()`` give the row's values; this equals a single pass over all clips (the
 tests check it against :func:`benchmark.evaluate.evaluate`). With ``workers > 1`` clips run in worker
-processes (through the engine's generic ``map`` when :mod:`shv_toolkit.engines` provides one, else a
-local process pool); the row is the same because merging always happens here, in clip order.
+processes (local engine or Ray through :func:`shv_toolkit.engines.make_engine`, generic ``map``); the row is
+the same because merging always happens here, in clip order.
 
 Failures stay local: a clip whose generation, decoding or metric raises records the reason (stage ->
 message) and the run goes on; ``strict=True`` raises :class:`BenchError` instead. A metric that cannot be
@@ -45,8 +45,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -96,7 +95,8 @@ class BenchConfig:
     driving_audio: str = "mix"  # "mix" (the song, as the paper) or "vocals" (stem when present)
     strict: bool = False
     workers: int = 1
-    engine: str = "local"
+    engine: str = "local"  # "local" (processes on this machine) or "ray"; see shv_toolkit.engines
+    ray_address: str | None = None  # ray: "auto" or "host:port" of a running cluster
     retry_errors: bool = False
     progress: bool = True
     with_paper_rows: bool = False  # put the SINGER paper's reported rows beside the measured ones
@@ -355,14 +355,8 @@ _CONTEXTS: dict[str, Context] = {}
 def _context_for(job: Job) -> Context:
     ctx = _CONTEXTS.get(job.key)
     if ctx is None:
-        logging.basicConfig(level=logging.WARNING)
         ctx = _CONTEXTS[job.key] = make_context(job)
     return ctx
-
-
-def _pool_task(job: Job, index: int, item: ClipItem) -> tuple[int, dict[str, Any]]:
-    """Worker-side entry point (module level, so process pools can pickle it)."""
-    return index, process_clip(job, _context_for(job), item)
 
 
 def _err(exc: BaseException) -> str:
@@ -610,62 +604,26 @@ def process_clip(job: Job, ctx: Context, item: ClipItem) -> dict[str, Any]:
     return rec
 
 
-# ------------------------------------------------------------------------------ map / engines
-
-Mapper = Callable[[Callable[..., Any], list[Any]], Iterable[tuple[int, Any]]]
-
-
-def _local_pool_map(workers: int) -> Mapper:
-    """A small process pool with the engines' generic ``map(fn, items) -> (index, result)`` shape, used
-    until :mod:`shv_toolkit.engines` provides one."""
-    import multiprocessing as mp
-
-    def run(fn: Callable[..., Any], items: list[Any]) -> Iterator[tuple[int, Any]]:
-        ctx = mp.get_context("spawn")  # fresh interpreters: no forked torch/mediapipe state
-        with ProcessPoolExecutor(min(workers, max(1, len(items))), mp_context=ctx) as pool:
-            pending: set[Future] = {pool.submit(fn, i, x) for i, x in enumerate(items)}
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for f in done:
-                    yield f.result()
-
-    return run
-
-
-def make_mapper(engine: str, workers: int) -> Mapper | None:
-    """``None`` for the in-process sequential path, else a ``map(fn, items)`` yielding ``(index, result)``.
-
-    ``fn`` is called as ``fn(index, item)`` and returns ``(index, result)``. Uses the engine object of
-    :func:`shv_toolkit.engines.make_engine` when it has a generic ``map``; the local engine falls back to a
-    process pool of this module."""
-    if engine == "local" and workers <= 1:
-        return None
-    from shv_toolkit.engines import make_engine
-
-    try:
-        eng = make_engine(engine, workers=workers, progress=False)
-    except UsageError as exc:
-        raise UsageError(f"--engine {engine}: {exc}") from exc
-    emap = getattr(eng, "map", None)
-    if callable(emap):
-        def via_engine(fn: Callable[..., Any], items: list[Any]) -> Iterable[tuple[int, Any]]:
-            indexed = list(enumerate(items))
-            for _, res in emap(_call_indexed(fn), indexed):
-                yield res
-        return via_engine
-    if engine == "local":
-        return _local_pool_map(workers)
-    raise UsageError(f"--engine {engine}: this engine has no generic map() yet; use --engine local")
+# ------------------------------------------------------------------------------------ engines
 
 
 @dataclass
-class _call_indexed:
-    """``fn(index, item)`` as a picklable one-argument callable over ``(index, item)`` pairs."""
+class ClipTask:
+    """``process_clip`` for one job as a picklable callable for :meth:`shv_toolkit.engines.Engine.map`;
+    each worker process builds the job's method and metric templates once and keeps them."""
 
-    fn: Callable[..., Any]
+    job: Job
 
-    def __call__(self, pair: tuple[int, Any]) -> Any:
-        return self.fn(*pair)
+    def __call__(self, item: ClipItem) -> dict[str, Any]:
+        return process_clip(self.job, _context_for(self.job), item)
+
+
+def _engine_results(cfg: BenchConfig, task: ClipTask, items: list[ClipItem]) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(index, record)`` from the engine's generic ``map`` (completion order)."""
+    from shv_toolkit.engines import make_engine
+
+    with make_engine(cfg.engine, workers=cfg.workers, ray_address=cfg.ray_address) as engine:
+        yield from engine.map(task, items)
 
 
 # ----------------------------------------------------------------------------------- the run
@@ -749,17 +707,13 @@ def run_bench(cfg: BenchConfig, protocol: Protocol | None = None) -> BenchResult
               cfg.driving_audio, cfg.retry_errors)
     ctx = make_context(job, strict=cfg.strict)  # fails fast: method unavailable, strict + missing metric
     _CONTEXTS[job.key] = ctx
-    mapper = make_mapper(cfg.engine, cfg.workers)
-
     records: list[dict[str, Any] | None] = [None] * len(items)
-    if mapper is None:
+    if cfg.engine == "local" and cfg.workers <= 1:  # in this process, with the objects built above
         results_iter: Iterable[tuple[int, dict[str, Any]]] = (
             (i, process_clip(job, ctx, it)) for i, it in enumerate(items)
         )
     else:
-        from functools import partial
-
-        results_iter = mapper(partial(_pool_task, job), items)
+        results_iter = _engine_results(cfg, ClipTask(job), items)
     bar = tqdm(total=len(items), desc=f"bench {ctx.method.row_name}", unit="clip", disable=not cfg.progress)
     try:
         for i, rec in results_iter:
@@ -843,7 +797,7 @@ __all__ = [
     "decode",
     "encode",
     "get_state",
-    "make_mapper",
+    "ClipTask",
     "merge_records",
     "process_clip",
     "protocol_with_overrides",
