@@ -200,6 +200,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"shv-bench: {exc}", file=sys.stderr)
         return 1
     print(format_summary(result))
+    if args.with_paper_rows:
+        from benchmark.leaderboard import PAPER_ROWS, load_paper_rows
+
+        if not load_paper_rows():
+            print(f"note: {PAPER_ROWS} has no rows yet (the SINGER paper's numbers must be filled in from the "
+                  "paper); no paper rows shown")
     if result.failures:
         print(f"shv-bench: {len(result.failures)} clip(s) failed (listed above)", file=sys.stderr)
         return 1
