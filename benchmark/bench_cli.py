@@ -81,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint", type=Path, help="singer*: checkpoint directory")
     g.add_argument("--device", help="torch device for the model and FVD/LSE (default: cpu)")
     g.add_argument("--seed", type=int, default=0, help="singer*: sampling seed (default: 0)")
+    g.add_argument("--steps", type=int, help="singer*: DDIM steps (default: the checkpoint's, 40)")
+    g.add_argument("--guidance-scale", type=float, help="singer*: classifier-free guidance (default: 3.5)")
     g = p.add_argument_group("run")
     g.add_argument("--with-paper-rows", action="store_true",
                    help="also show the SINGER paper's reported rows (source=paper, separate rows)")
@@ -178,7 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     method_options: dict[str, Any] = {"videos": args.videos, "name": args.name}
     if args.method.startswith("singer"):
-        method_options |= {"checkpoint": args.checkpoint, "device": args.device, "seed": args.seed}
+        method_options |= {"checkpoint": args.checkpoint, "device": args.device, "seed": args.seed,
+                           "steps": args.steps, "guidance_scale": args.guidance_scale}
     try:
         protocol = protocol_with_overrides(args.protocol, fvd_stride=args.fvd_stride)
         cfg = BenchConfig(

@@ -6,7 +6,7 @@ The bench calls ONE function of the model package, imported lazily::
         reference_image: np.ndarray,   # (H, W, 3) uint8 RGB, the clip's first frame
         audio: np.ndarray,             # float32 mono, 16 kHz, exactly num_frames / fps seconds long
         checkpoint_dir: str | Path,    # --checkpoint
-        variant: str,                  # "full" | "no-msm" | "no-sfm" | "no-both" (see VARIANTS)
+        variant: str,                  # the method name: singer | singer-no-msm | singer-no-sfm | singer-no-both
         num_frames: int,
         fps: float = 25,
         seed: int = 0,
@@ -15,8 +15,9 @@ The bench calls ONE function of the model package, imported lazily::
 
 Until ``singer_model.infer`` provides it, every ``singer*`` method stops before the first clip with
 :class:`SingerUnavailableError` naming what is missing; nothing is faked. Variants follow the paper's
-Table 3 ablation: ``full`` = MSM + SFM (SINGER), ``no-msm`` = SFM only, ``no-sfm`` = MSM only,
-``no-both`` = neither (the Hallo backbone fine-tuned on SHV); i.e. ``SingerConfig(use_msm=..., use_sfm=...)``.
+Table 3 ablation: ``singer`` = MSM + SFM, ``singer-no-msm`` = SFM only, ``singer-no-sfm`` = MSM only,
+``singer-no-both`` = neither (the Hallo backbone fine-tuned on SHV); ``singer_model.infer.VARIANTS`` maps
+each name to ``SingerConfig(use_msm=..., use_sfm=...)``.
 """
 
 from __future__ import annotations
@@ -34,13 +35,8 @@ from benchmark.methods.base import ClipInput, Method, MethodUnavailableError, ch
 
 INFER_MODULE = "singer_model.infer"
 INFER_FUNCTION = "generate_video"
-#: variant -> (use_msm, use_sfm)
-VARIANTS: dict[str, tuple[bool, bool]] = {
-    "full": (True, True),
-    "no-msm": (False, True),
-    "no-sfm": (True, False),
-    "no-both": (False, False),
-}
+#: the variants, named as singer_model.infer.VARIANTS names them (the method name is the variant)
+VARIANTS: tuple[str, ...] = ("singer", "singer-no-msm", "singer-no-sfm", "singer-no-both")
 
 
 class SingerUnavailableError(MethodUnavailableError):
@@ -77,15 +73,17 @@ def load_generate_function() -> Callable[..., np.ndarray]:
 
 
 class _SingerBase(Method):
-    variant: str = "full"
+    variant: str = "singer"
     usage = "--checkpoint DIR [--device cpu|cuda] [--seed 0]"
 
     def __init__(self, checkpoint: str | Path | None = None, device: str | None = None, seed: int = 0,
-                 **options: Any) -> None:
+                 steps: int | None = None, guidance_scale: float | None = None, **options: Any) -> None:
         super().__init__(**options)
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.device = device or "cpu"
         self.seed = int(seed)
+        # sampler settings are passed only when given, so the checkpoint's inference defaults apply
+        self.sampler = {k: v for k, v in (("steps", steps), ("guidance_scale", guidance_scale)) if v is not None}
         self._generate: Callable[..., np.ndarray] | None = None
 
     def check(self) -> None:
@@ -101,6 +99,7 @@ class _SingerBase(Method):
             "variant": self.variant,
             "checkpoint": str(self.checkpoint.resolve()) if self.checkpoint else None,
             "seed": self.seed,
+            **self.sampler,
         }
 
     def generate(self, clip: ClipInput) -> np.ndarray:
@@ -116,6 +115,7 @@ class _SingerBase(Method):
             fps=clip.fps,
             seed=self.seed,
             device=self.device,
+            **self.sampler,
         )
         return check_frames(frames, clip, self.name)
 
@@ -124,25 +124,25 @@ class _SingerBase(Method):
 class Singer(_SingerBase):
     name = "singer"
     summary = "SINGER (MSM + SFM) from singer_model, needs --checkpoint DIR"
-    variant = "full"
+    variant = "singer"
 
 
 @register
 class SingerNoMSM(_SingerBase):
     name = "singer-no-msm"
     summary = "SINGER ablation without the Multi-scale Spectral Module (Table 3)"
-    variant = "no-msm"
+    variant = "singer-no-msm"
 
 
 @register
 class SingerNoSFM(_SingerBase):
     name = "singer-no-sfm"
     summary = "SINGER ablation without the Self-adaptive Filter Module (Table 3)"
-    variant = "no-sfm"
+    variant = "singer-no-sfm"
 
 
 @register
 class SingerNoBoth(_SingerBase):
     name = "singer-no-both"
     summary = "SINGER ablation without MSM and SFM (the Hallo backbone trained on SHV)"
-    variant = "no-both"
+    variant = "singer-no-both"

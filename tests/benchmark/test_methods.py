@@ -99,8 +99,8 @@ def test_singer_calls_the_documented_interface(tmp_path, monkeypatch):
     module.generate_video = generate_video
     monkeypatch.setitem(sys.modules, "singer_model.infer", module)
     clip = _clip(tmp_path)
-    for name, variant in [("singer", "full"), ("singer-no-msm", "no-msm"), ("singer-no-sfm", "no-sfm"),
-                          ("singer-no-both", "no-both")]:
+    for name in ("singer", "singer-no-msm", "singer-no-sfm", "singer-no-both"):
+        variant = name
         m = make_method(name, checkpoint=tmp_path, seed=3)
         m.check()
         frames = m.generate(clip)
