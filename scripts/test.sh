@@ -8,7 +8,7 @@ PY=${PYTHON:-python3.11}
 # torch first: 2.13.0 is a CPU wheel on the reference machine; any 2.4..2.14 build works.
 .venv/bin/pip install --disable-pip-version-check -q "torch==2.13.0"
 .venv/bin/pip install --disable-pip-version-check -q -e ".[test]"
-.venv/bin/ruff check shv_toolkit benchmark singer_model tests perf
+.venv/bin/ruff check .
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?
