@@ -41,7 +41,7 @@ import numpy as np
 
 from shv_toolkit import __version__, media
 from shv_toolkit.config import BuildConfig
-from shv_toolkit.errors import MediaError, ShvError, SourceError
+from shv_toolkit.errors import MediaError, ShvError, SourceError, UsageError
 from shv_toolkit.inputs import InputLineError, SourceSpec, parse_url_list
 from shv_toolkit.manifest import io as manifest_io
 from shv_toolkit.manifest.schema import SCHEMA_VERSION, empty_row
@@ -650,7 +650,10 @@ class _Driver:
         out = str(layout.out)
         self.analyse_fn = AnalyseTask(cfg, out, group_clips, progress=progress and in_process)
         self.render_fn = RenderTask(cfg, out, progress=progress and in_process)
-        self.gpu = 1.0 if str(cfg.vocals.device).startswith("cuda") else 0.0
+        # separation on a GPU: render tasks ask for one (Ray places them on GPU nodes)
+        self.gpu = 1.0 if str(cfg.vocals.device).startswith("cuda") and cfg.vocals.backend != "none" else 0.0
+        if self.gpu and engine.gpus == 0:
+            raise UsageError(f"vocals.device={cfg.vocals.device!r} but the {engine.describe()} has no GPU")
         self.results: dict[str, SourceResult] = {}
         self.states: dict[str, _SourceState] = {}
         self.meta: dict[int, tuple[str, str, int]] = {}
@@ -835,9 +838,9 @@ def run_build(
 
     eng = engine if engine is not None else LocalEngine(workers=1)
     log.info("shv-build: %d source(s) to process on the %s", len(todo), eng.describe())
-    driver = _Driver(layout, cfg, eng, group_clips, progress)
     stats0 = dict(eng.stats)
     try:
+        driver = _Driver(layout, cfg, eng, group_clips, progress)
         with logging_redirect_tqdm() if progress else contextlib.nullcontext():
             driver.run(todo)
     finally:

@@ -198,6 +198,11 @@ class Engine(ABC):
         """How many tasks can run at once (used by callers to throttle submissions)."""
         return self.workers
 
+    @property
+    def gpus(self) -> int | None:
+        """GPUs the engine schedules (None: not managed, tasks use whatever device they are given)."""
+        return None
+
     def submit(self, fn: Callable[[Any], Any], item: Any, *, key: str | None = None,
                num_cpus: float = 1, num_gpus: float = 0, max_retries: int | None = None) -> int:
         """Queue ``fn(item)``; returns its task id. ``num_cpus``/``num_gpus`` are resource hints

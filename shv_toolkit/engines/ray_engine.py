@@ -88,6 +88,10 @@ class RayEngine(Engine):
             return self.workers
         return max(1, int(self._ray.cluster_resources().get("CPU", self.workers)))
 
+    @property
+    def gpus(self) -> int:
+        return int(self._ray.cluster_resources().get("GPU", 0))
+
     def describe(self) -> str:
         where = {"instance": f"local instance on {LOOPBACK}", "connection": "cluster",
                  None: "existing connection"}[self._owns]

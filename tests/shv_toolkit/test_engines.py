@@ -211,6 +211,21 @@ def test_local_workers_and_ray_build_identical_manifests(reference, two_sources,
     summary = run_build(two_sources, out_ray, progress=False, group_clips=GROUP, engine=ray_engine)
     assert summary.tasks == {"analyse": 2, "render": 4}
     _assert_same_build(ref, out_ray)
+    # the CLI on Ray (this process's Ray connection is reused, not stopped): a finished build is a no-op
+    before = _digests(out_ray)
+    rc = cli_main(["--urls", str(two_sources), "--out", str(out_ray), "--engine", "ray", "--no-progress"])
+    assert rc == 0 and _digests(out_ray) == before
+    _assert_same_build(ref, out_ray)
+
+
+def test_gpu_separation_needs_a_gpu_on_the_cluster(two_sources, ray_engine, tmp_path):
+    from shv_toolkit.config import BuildConfig
+
+    cfg = BuildConfig()
+    cfg.vocals.device = "cuda"
+    with pytest.raises(UsageError, match="no GPU"):
+        run_build(two_sources, tmp_path / "gpu", cfg, progress=False, engine=ray_engine)
+    assert ray_engine.pending() == 0
 
 
 def test_resume_on_ray_runs_only_missing_work(reference, two_sources, ray_engine, tmp_path):
