@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
             raise UsageError("--ray-address needs --engine ray")
         if not args.urls.is_file():
             raise UsageError(f"URL list not found: {args.urls}")
+        from shv_toolkit.stages.download import check_download_config
+
+        check_download_config(cfg.download)  # a bad cookies file or rate limit is a usage error, not N failures
     except UsageError as exc:
         parser.print_usage(sys.stderr)
         print(f"shv-build: error: {exc}", file=sys.stderr)

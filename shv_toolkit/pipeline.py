@@ -177,7 +177,8 @@ def _drop_reason_key(reason: str) -> str:
 
 def _empty_source_row(spec: SourceSpec) -> dict[str, Any]:
     return {
-        "source_id": spec.source_id, "url": spec.location, "kind": spec.kind, "local_path": None,
+        # the entry as written in the list (a local path stays relative to the list, so manifests are portable)
+        "source_id": spec.source_id, "url": spec.original or spec.location, "kind": spec.kind, "local_path": None,
         "title": None, "uploader": None, "channel": None, "duration_s": None, "fps": None,
         "width": None, "height": None, "has_audio": None, "license": None, "webpage_url": None,
         "extractor": None, "status": "failed", "error": None, "n_scenes": 0, "n_scenes_too_short": 0,
@@ -335,6 +336,8 @@ class SourceProcessor:
 
     # models are created lazily, once per process (a worker keeps them across tasks and builds)
     def separator(self):
+        if self.cfg.vocals.backend == "none":
+            return None  # without importing the separators (and torch)
         from shv_toolkit.stages.vocals import make_separator
 
         key = "separator:" + json.dumps([dataclasses.asdict(self.cfg.vocals), self.progress], sort_keys=True)
@@ -379,7 +382,7 @@ class SourceProcessor:
         timings["download"] = time.perf_counter() - t
         src_path = Path(rec.local_path)
         row.update(
-            local_path=_rel(src_path.resolve(), layout.out.resolve()) if spec.kind == "url" else str(src_path),
+            local_path=_rel(src_path.resolve(), layout.out.resolve()),
             title=rec.title, uploader=rec.uploader, channel=rec.channel, duration_s=rec.duration_s,
             fps=rec.fps, width=rec.width, height=rec.height, has_audio=rec.has_audio, license=rec.license,
             webpage_url=rec.webpage_url, extractor=rec.extractor,

@@ -193,7 +193,7 @@ def test_bad_inputs_are_recorded_and_build_goes_on(tmp_path, shared_media):
     assert not failed["error"].str.contains("\n").any()
     ok = sources[sources["status"] == "ok"]
     assert len(ok) == 1 and ok["n_clips_kept"].iloc[0] >= 1
-    by_url = dict(zip(sources["url"], sources["error"], strict=True))
+    by_url = dict(zip(sources["url"], sources["error"], strict=True))  # url: the entry as written
     assert "no audio" in by_url[str(video_only)].lower()
     assert "no video" in by_url[str(audio_only)].lower()
     assert "empty" in by_url[str(bad / "empty.mp4")].lower() or "0 bytes" in by_url[str(bad / "empty.mp4")]
@@ -210,6 +210,8 @@ def test_usage_errors_exit_2(tmp_path):
     lst = tmp_path / "l.txt"
     lst.write_text("")
     assert cli_main(["--urls", str(lst), "--out", str(tmp_path / "o"), "--config", str(cfg)]) == 2
+    # a setting no source can work with is refused once, before the build, not recorded N times
+    assert cli_main(["--urls", str(lst), "--out", str(tmp_path / "o"), "--cookies", str(tmp_path / "none")]) == 2
     with pytest.raises(SystemExit) as e:
         cli_main(["--out", str(tmp_path)])
     assert e.value.code == 2
