@@ -215,3 +215,15 @@ def test_usage_errors_exit_2(tmp_path):
     with pytest.raises(SystemExit) as e:
         cli_main(["--out", str(tmp_path)])
     assert e.value.code == 2
+
+
+def test_committed_sample_manifests_match_a_fresh_build(sample_build):
+    """manifests/sample/*.parquet (built by scripts/demo.sh into build/sample) are what a build of the
+    bundled sample gives today: same rows, ids, splits and scores. Regenerate them when this fails
+    after an intended change: scripts/demo.sh, then copy build/sample/*.parquet to manifests/sample/."""
+    out, _ = sample_build
+    committed = REPO / "manifests" / "sample"
+    for name in MANIFESTS:
+        want = pd.read_parquet(committed / f"{name}.parquet").drop(columns=["local_path"], errors="ignore")
+        got = pd.read_parquet(out / f"{name}.parquet").drop(columns=["local_path"], errors="ignore")
+        pd.testing.assert_frame_equal(want, got, check_exact=False, rtol=1e-6, obj=name)
