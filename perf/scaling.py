@@ -113,8 +113,8 @@ def main(argv: list[str] | None = None) -> int:
                 print(summary.render(), file=sys.stderr)
                 return 1
             info[wl] = f"{summary.n_sources} source(s), {summary.clips_total} candidate clips, tasks: {summary.tasks}"
-            print(f"{wl:6s} {engine_name:5s} workers={workers}: {wall[(wl, engine_name, workers)]:6.1f} s",
-                  flush=True)
+            print(f"{wl:6s} {engine_name:5s} workers={workers}: {wall[(wl, engine_name, workers)]:6.1f} s "
+                  f"(1-min load average after: {os.getloadavg()[0]:.2f})", flush=True)
 
     print(f"\nshv-build scaling on {os.cpu_count()} CPU cores (wall time of run_build, engine start apart)")
     for wl in workloads:

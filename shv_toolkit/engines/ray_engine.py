@@ -66,6 +66,8 @@ class RayEngine(Engine):
         if ray.is_initialized():
             log.info("ray: reusing this process's existing Ray connection")
         elif ray_address:
+            if ray_address.rsplit(":", 1)[0] in ("127.0.0.1", "localhost", "[::1]"):
+                _loopback_only()  # a head started with --node-ip-address 127.0.0.1: stay on loopback
             ray.init(address=ray_address, log_to_driver=False, configure_logging=False,
                      runtime_env={"env_vars": self._job_env} if self._job_env else None)
             self._owns = "connection"
