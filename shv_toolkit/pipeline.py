@@ -241,7 +241,7 @@ class ClipGroup:
     source_id: str
     index: int
     n_groups: int
-    local_path: str  # the source row's local_path (relative to --out for downloads)
+    local_path: str  # the source file: absolute, or relative to --out (downloads)
     specs: list[dict[str, Any]]
 
 
@@ -723,13 +723,15 @@ class _Driver:
         n = len(plan.groups)
         self.bar_clips.total += sum(len(g) for g in plan.groups)
         self.bar_clips.refresh()
+        # a local file as the list names it now (the out dir may have moved); downloads inside out
+        src = spec.location if spec.kind == "file" else plan.source["local_path"]
         for gi, specs in enumerate(plan.groups):
             got = _load_group(self.layout.group_file(sid, gi), self.config_hash, plan.clip_ids(gi))
             if got is not None:
                 st.groups[gi] = got
                 self.bar_clips.update(len(specs))
                 continue
-            group = ClipGroup(sid, gi, n, plan.source["local_path"], specs)
+            group = ClipGroup(sid, gi, n, src, specs)
             tid = self.engine.submit(self.render_fn, group, key=f"render:{sid}:{gi}", num_cpus=1,
                                      num_gpus=self.gpu)
             self.meta[tid] = ("render", sid, gi)
@@ -761,6 +763,8 @@ class _Driver:
         """All groups of a source reported: its result.json (the source's completion marker)."""
         st = self.states.pop(sid)
         row = dict(st.plan.source)
+        if st.spec.kind == "file":  # relative to out as it is now (a resumed out dir may have moved)
+            row["local_path"] = _rel(Path(st.spec.location).resolve(), self.layout.out.resolve())
         timings = Counter(st.plan.timings)
         for g in st.groups.values():
             timings.update(g.timings)

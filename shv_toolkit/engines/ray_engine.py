@@ -74,7 +74,8 @@ class RayEngine(Engine):
             log.info("ray: connected to %s (%s CPUs)", ray_address, ray.cluster_resources().get("CPU"))
         else:
             _loopback_only()
-            ray.init(num_cpus=self.workers, num_gpus=num_gpus, include_dashboard=False,
+            # address="local": always a new private instance, never one found via /tmp/ray
+            ray.init(address="local", num_cpus=self.workers, num_gpus=num_gpus, include_dashboard=False,
                      _node_ip_address=LOOPBACK, log_to_driver=False, configure_logging=False,
                      object_store_memory=object_store_memory,
                      runtime_env={"env_vars": self._job_env} if self._job_env else None)
