@@ -200,13 +200,16 @@ def test_resume_after_interruption_computes_only_missing_clips(bench, tmp_path, 
     assert res2.row["Diversity"] == pytest.approx(_row(static, "static")["Diversity"], rel=1e-12)
 
 
-def test_workers_give_the_same_row(bench, tmp_path):
-    """Clips in a pool of 2 processes: the merged row equals the sequential one."""
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_workers_give_the_same_row(bench, tmp_path, engine):
+    """Clips on 2 worker processes (local pool, or a private Ray instance on 127.0.0.1 started and
+    stopped by the run): the row merged from the workers' metric states equals the sequential one."""
     res = run_bench(BenchConfig(method="static", manifest=bench["manifest"], out=tmp_path / "out",
-                                metrics=["ssim", "psnr", "diversity"], workers=2, progress=False))
+                                metrics=["ssim", "psnr", "diversity"], workers=2, engine=engine, progress=False))
     seq = _row(read_leaderboard(bench["out"]), "static")
     for col in ("SSIM", "PSNR", "Diversity"):
         assert res.row[col] == pytest.approx(seq[col], rel=1e-12), col
+    assert res.row["n_clips"] == seq["n_clips"]
 
 
 def test_unreadable_external_video_is_a_clip_error(bench, tmp_path):
