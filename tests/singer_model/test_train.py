@@ -129,3 +129,18 @@ def test_cli_trains_and_refuses_to_overwrite(tiny_cfg, manifest, prepared, tmp_p
     assert train_main(args) == 1  # existing checkpoints without --resume
     assert train_main([*args[:-2], "3", "--no-progress", "--resume"]) == 0
     assert list(_losses(out)) == [1, 2, 3]
+
+
+def test_validation_during_training_scores_generated_test_clips(tiny_cfg, manifest, prepared, tmp_path):
+    """validate_every=1: after the step the trainer generates the test split's first clip with the
+    current weights and scores it with benchmark.metrics (SSIM, PSNR, LMD) into val_log.csv."""
+    cfg = replace(tiny_cfg, train=replace(tiny_cfg.train, validate_every=1, checkpoint_every=0))
+    out = _fresh(prepared, tmp_path)
+    tr = Trainer(cfg, manifest, out, progress=False)
+    assert tr.val_manifest.name == "test.parquet"
+    tr.run(max_steps=1)
+    with (out / "val_log.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 and int(rows[0]["step"]) == 1 and int(rows[0]["clips"]) == cfg.train.val_clips
+    ssim, psnr = float(rows[0]["ssim"]), float(rows[0]["psnr"])
+    assert 0.0 < ssim < 1.0 and 0.0 < psnr < 100.0  # a random tiny model is not the ground truth
