@@ -92,7 +92,10 @@ def _setup_logging(out: Path, verbose: bool) -> None:
     fh.setFormatter(fmt)
     root.addHandler(fh)
     sh = logging.StreamHandler(sys.stderr)
-    sh.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    level = logging.DEBUG if verbose else logging.WARNING
+    sh.setLevel(level)
+    # also as a filter: tqdm's logging redirect copies a console handler's filters but not its level
+    sh.addFilter(lambda record: record.levelno >= level)
     sh.setFormatter(fmt)
     root.addHandler(sh)
 
