@@ -185,10 +185,4 @@ class BAS(LandmarkMetric, Metric):
         return MetricResult(self.name, value, self.higher_is_better, len(finite), vals, extras)
 
     def merge(self, other: Metric) -> Metric:
-        self._check_merge(other)
-        assert isinstance(other, BAS)
-        dup = self.per_clip.keys() & other.per_clip.keys()
-        if dup:
-            raise ValueError(f"{self.name}: shards share clip ids {sorted(dup)[:3]}")
-        self.per_clip.update(other.per_clip)
-        return self
+        return self._merge_per_clip(other)

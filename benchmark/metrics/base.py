@@ -207,6 +207,17 @@ class Metric(ABC):
         if type(other) is not type(self):
             raise TypeError(f"cannot merge {type(other).__name__} into {type(self).__name__}")
 
+    def _merge_per_clip(self, other: Metric) -> Metric:
+        """``merge`` for metrics whose whole state is ``per_clip`` (clip id -> value): the union of
+        both shards; a clip id in both is an error (it would be counted twice)."""
+        self._check_merge(other)
+        mine, theirs = self.per_clip, other.per_clip  # type: ignore[attr-defined]
+        dup = mine.keys() & theirs.keys()
+        if dup:
+            raise ValueError(f"{self.name}: shards share clip ids {sorted(dup)[:3]}")
+        mine.update(theirs)
+        return self
+
 
 class PerClipMeanMetric(Metric):
     """A metric whose aggregate is the mean of a per-clip value (SSIM, PSNR, CPBD, LMD, ...).
@@ -244,10 +255,4 @@ class PerClipMeanMetric(Metric):
         )
 
     def merge(self, other: Metric) -> Metric:
-        self._check_merge(other)
-        assert isinstance(other, PerClipMeanMetric)
-        dup = self.per_clip.keys() & other.per_clip.keys()
-        if dup:
-            raise ValueError(f"{self.name}: shards share clip ids {sorted(dup)[:3]}")
-        self.per_clip.update(other.per_clip)
-        return self
+        return self._merge_per_clip(other)

@@ -135,10 +135,4 @@ class LMD(LandmarkMetric, Metric):
         return [self._result("lmd", "lmd"), self._result("lmd_face", "lmd_face")]
 
     def merge(self, other: Metric) -> Metric:
-        self._check_merge(other)
-        assert isinstance(other, LMD)
-        dup = self.per_clip.keys() & other.per_clip.keys()
-        if dup:
-            raise ValueError(f"{self.name}: shards share clip ids {sorted(dup)[:3]}")
-        self.per_clip.update(other.per_clip)
-        return self
+        return self._merge_per_clip(other)
