@@ -175,7 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     lm = {"backend": args.landmark_backend}
     metric_options = {
         "lse": {"weights": args.syncnet_weights, "device": args.device},
-        "fvd": {"weights": args.fvd_weights, "backend": args.fvd_backend, "device": args.device},
+        "fvd": {"weights": args.fvd_weights, "backend": args.fvd_backend, "device": args.device,
+                "progress": not args.no_progress},
         "lmd": dict(lm), "diversity": dict(lm), "bas": dict(lm),
     }
     method_options: dict[str, Any] = {"videos": args.videos, "name": args.name}

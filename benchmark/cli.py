@@ -60,7 +60,8 @@ def _metric_options(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     lm = {"backend": args.landmark_backend}
     return {
         "lse": {"weights": args.syncnet_weights, "device": args.device},
-        "fvd": {"weights": args.fvd_weights, "backend": args.fvd_backend, "device": args.device},
+        "fvd": {"weights": args.fvd_weights, "backend": args.fvd_backend, "device": args.device,
+                "progress": not args.no_progress and not args.json},
         "lmd": dict(lm),
         "diversity": dict(lm),
         "bas": dict(lm),

@@ -323,12 +323,16 @@ def build_templates(
     return templates, missing
 
 
+_NOT_FINGERPRINTED = frozenset({"device", "progress"})
+
+
 def _metric_fingerprint(name: str, metric: Metric, options: dict[str, Any] | None) -> str:
     try:
         hashes = metric.extractor_hashes()
     except MissingWeightsError:
         hashes = {}
-    opts = {k: v for k, v in (options or {}).items() if v is not None and k != "device"}
+    # options that cannot change a value (where it runs, whether a bar shows) stay out of it
+    opts = {k: v for k, v in (options or {}).items() if v is not None and k not in _NOT_FINGERPRINTED}
     return _digest({"metric": name, "class": type(metric).__qualname__, "options": opts, "hashes": hashes})
 
 

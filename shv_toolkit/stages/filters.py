@@ -63,7 +63,8 @@ SCORE_NAMES: tuple[str, ...] = (
 
 #: One-line meaning of each score (used by the schema documentation).
 SCORE_DESCRIPTIONS: dict[str, str] = {
-    "face_presence": "share of frames in which the tracked face was detected (0..1)",
+    "face_presence": "share of frames in which the tracked face was detected (0..1; with "
+                     "faces.detect_stride > 1 a frame between two analysed frames counts when both detected it)",
     "other_face_ratio": "95th percentile over frames of second-largest face area / tracked face area",
     "face_size_px": "median tracked face box side in source pixels over frames with a detection",
     "luminance": "mean grey level (0..255) of the central face region, black borders excluded",

@@ -328,3 +328,12 @@ def test_singer_with_a_tiny_checkpoint_produces_rows(sample_build, tmp_path):
     assert len(videos) == 2
     info = media.probe(videos[0])
     assert info.n_frames == 50 and info.fps == pytest.approx(25.0) and info.has_audio
+
+
+def test_metric_fingerprint_ignores_device_and_progress_only() -> None:
+    from benchmark.metrics.psnr import PSNR
+
+    m = PSNR()
+    base = runner._metric_fingerprint("psnr", m, {"data_range": 255})
+    assert runner._metric_fingerprint("psnr", m, {"data_range": 255, "device": "cuda", "progress": False}) == base
+    assert runner._metric_fingerprint("psnr", m, {"data_range": 1.0}) != base

@@ -201,3 +201,20 @@ def test_torchscript_backend_through_the_metric(sets, tmp_path: Path) -> None:
     assert res.extras["n_windows_generated"] == 6 and res.value is not None and res.value > 0
     with pytest.raises(MissingWeightsError, match="i3d_torchscript.pt"):
         FVD(backend="stylegan-v-torchscript", weights=tmp_path / "absent" / "i3d_torchscript.pt")
+
+
+def test_progress_false_shows_no_window_bar(capsys) -> None:
+    from benchmark.metrics.fvd import clip_features
+
+    frames = np.zeros((40, 8, 8, 3), np.uint8)
+    calls = []
+
+    def extract(batch: np.ndarray) -> np.ndarray:
+        calls.append(batch.shape[0])
+        return np.zeros((batch.shape[0], 400))
+
+    feats = clip_features(extract, frames, window=16, stride=1, batch_size=4, desc="win", progress=False)
+    assert feats.shape == (25, 400) and len(calls) == 7
+    assert "win" not in capsys.readouterr().err
+    clip_features(extract, frames, window=16, stride=1, batch_size=4, desc="win", progress=True)
+    assert "win" in capsys.readouterr().err

@@ -15,7 +15,7 @@ from shv_toolkit.stages.crop import crop_boxes
 from shv_toolkit.stages.faces import Detection, FaceDetector, Track, iou, smooth_track, track_faces
 from shv_toolkit.stages.scenes import Scene
 
-CFG = FaceConfig()
+CFG = FaceConfig(detect_stride=1)  # these tests look at every frame's detection
 
 
 @pytest.fixture(scope="module")
@@ -166,3 +166,33 @@ def test_strided_analysis_pass(shared_media, single):
     full = np.array([single.detections[k][0].box for k in range(60)])
     side = (full[:, 2] - full[:, 0]).mean()
     assert np.abs(t.boxes - full).max() < 0.1 * side
+
+
+def test_default_stride_crops_match_per_frame_crops_on_real_video(shared_media, tmp_path):
+    """The default detect_stride (3) was chosen because its crops stay within the detector's own
+    frame-to-frame scatter of the per-frame crops (perf/face_stride_accuracy.py); guard that here."""
+    from shv_toolkit.config import ClipConfig
+    from shv_toolkit.stages.clips import plan_source
+
+    default = FaceConfig()
+    assert default.detect_stride == 3
+    path = tmp_path / "franck10s.mp4"
+    media.write_video(path, media.read_video(shared_media / "franck.mp4", start=60.0, end=70.0))
+    per_frame = analyse_source(path, SceneConfig(), CFG, progress=False)
+    strided = analyse_source(path, SceneConfig(), default, progress=False)
+    assert len(strided.detections) < len(per_frame.detections) / 2.5
+    a = {s.clip_id: s.boxes for s in plan_source(per_frame, "s", CFG, ClipConfig()).specs}
+    b = {s.clip_id: s.boxes for s in plan_source(strided, "s", default, ClipConfig()).specs}
+    assert set(a) == set(b) and len(a) == 5
+    centre = np.concatenate([np.hypot(*(a[c][:, :2] - b[c][:, :2]).T) / a[c][:, 2] for c in a])
+    side = np.concatenate([np.abs(a[c][:, 2] - b[c][:, 2]) / a[c][:, 2] for c in a])
+    # the raw per-frame detections scatter around the smoothed crop path by this much
+    noise = []
+    for scene in per_frame.scenes:
+        for raw in track_faces(per_frame.detections, scene, CFG):
+            rb = crop_boxes(raw, per_frame.source_width, per_frame.source_height, CFG)
+            sb = crop_boxes(smooth_track(raw, CFG), per_frame.source_width, per_frame.source_height, CFG)
+            noise.append((np.hypot(*(rb[:, :2] - sb[:, :2]).T) / sb[:, 2])[raw.detected])
+    noise_p95 = np.percentile(np.concatenate(noise), 95)
+    assert np.percentile(centre, 95) < 0.01 and np.percentile(centre, 95) < noise_p95
+    assert np.percentile(side, 95) < 0.015 and centre.max() < 0.05

@@ -210,6 +210,10 @@ def test_usage_errors_exit_2(tmp_path):
     lst = tmp_path / "l.txt"
     lst.write_text("")
     assert cli_main(["--urls", str(lst), "--out", str(tmp_path / "o"), "--config", str(cfg)]) == 2
+    # values that would only fail deep inside a build (x264 4:2:0 needs an even size) are refused up front
+    for bad_yaml in ("clips:\n  size: 511\n", "faces:\n  detect_stride: 0\n", "faces:\n  crop_scale: 1.5\n"):
+        cfg.write_text(bad_yaml)
+        assert cli_main(["--urls", str(lst), "--out", str(tmp_path / "o"), "--config", str(cfg)]) == 2
     # a setting no source can work with is refused once, before the build, not recorded N times
     assert cli_main(["--urls", str(lst), "--out", str(tmp_path / "o"), "--cookies", str(tmp_path / "none")]) == 2
     with pytest.raises(SystemExit) as e:
