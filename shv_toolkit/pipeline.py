@@ -820,6 +820,7 @@ def run_build(
     from shv_toolkit.engines.local import LocalEngine
 
     cfg = cfg or BuildConfig()
+    cfg.validate()
     layout = BuildLayout(Path(out_dir).resolve())
     layout.make()
     t0 = time.perf_counter()

@@ -214,6 +214,15 @@ def test_usage_errors_exit_2(tmp_path):
     for bad_yaml in ("clips:\n  size: 511\n", "faces:\n  detect_stride: 0\n", "faces:\n  crop_scale: 1.5\n"):
         cfg.write_text(bad_yaml)
         assert cli_main(["--urls", str(lst), "--out", str(tmp_path / "o"), "--config", str(cfg)]) == 2
+    from shv_toolkit.config import BuildConfig
+    from shv_toolkit.errors import UsageError
+    from shv_toolkit.pipeline import run_build
+
+    odd = BuildConfig()
+    odd.clips.size = 511
+    with pytest.raises(UsageError, match="clips.size"):
+        run_build(lst, tmp_path / "api", odd, progress=False)
+    assert not (tmp_path / "api").exists()
     # a setting no source can work with is refused once, before the build, not recorded N times
     assert cli_main(["--urls", str(lst), "--out", str(tmp_path / "o"), "--cookies", str(tmp_path / "none")]) == 2
     with pytest.raises(SystemExit) as e:
