@@ -14,6 +14,9 @@ Prints wall times, CPU seconds (user + system, all threads) and the ratios; the 
 build / (3) <= 1.5 in wall time. Both sides get the same budget: shv-build runs in-process with one
 worker and x264 ``threads=1``; the FFmpeg baseline encodes with ``-threads 1``. The CPU-seconds ratio
 is the one that does not depend on how many cores either side keeps busy.
+
+``--workers N`` (N > 1) compares the whole machine instead: shv-build with N local worker processes
+(clip groups of the source render in parallel) against the baseline with FFmpeg's default threads.
 """
 
 from __future__ import annotations
@@ -59,8 +62,10 @@ def ffmpeg(args: list[str]) -> float:
     return time.perf_counter() - t
 
 
-def baseline_encode(src: Path, clips: pd.DataFrame, fps: float, size: int, tmp: Path) -> float:
-    """Decode+crop+encode of the kept clips, one FFmpeg process per contiguous kept segment."""
+def baseline_encode(src: Path, clips: pd.DataFrame, fps: float, size: int, tmp: Path,
+                    threads: str = "1") -> float:
+    """Decode+crop+encode of the kept clips, one FFmpeg process per contiguous kept segment;
+    ``threads`` "0" lets FFmpeg/x264 pick the thread count."""
     total = 0.0
     segments: list[list] = []  # [start, end, box] of runs of back-to-back kept clips
     for _, c in clips.sort_values("start_frame").iterrows():
@@ -75,7 +80,7 @@ def baseline_encode(src: Path, clips: pd.DataFrame, fps: float, size: int, tmp: 
               f"crop={side}:{side}:{x0 + side}:{y0 + side},scale={size}:{size}")
         total += ffmpeg(["-ss", f"{s / fps:.3f}", "-t", f"{(e - s) / fps:.3f}", "-i", str(src), "-vf", vf,
                          "-c:v", "libx264", "-preset", "veryfast", "-crf", "18", "-pix_fmt", "yuv420p",
-                         "-threads", "1", "-an", str(tmp / f"seg{i}.mp4")])
+                         "-threads", threads, "-an", str(tmp / f"seg{i}.mp4")])
     return total
 
 
@@ -87,6 +92,8 @@ def main() -> None:
     ap.add_argument("--filter-mode", default="filter", choices=["filter", "score-only"],
                     help="score-only keeps (and writes) every clip; an upscaled source fails the sharpness "
                          "filter, so use it with --height")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="shv-build local worker processes; > 1 also lets the baseline use all threads")
     ap.add_argument("--vocals", default="none", choices=["none", "auto", "spleeter", "demucs"])
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -98,20 +105,32 @@ def main() -> None:
         cfg.vocals.backend = args.vocals
         cfg.filters.mode = args.filter_mode
         c = cpu_seconds(resource.RUSAGE_SELF)
+        c_kids = cpu_seconds(resource.RUSAGE_CHILDREN)  # worker processes, once they have exited
         t = time.perf_counter()
-        summary = run_build(tmp / "list.txt", tmp / "out", cfg, progress=False)
+        engine = None
+        if args.workers > 1:
+            from shv_toolkit.engines import make_engine
+
+            engine = make_engine("local", workers=args.workers)
+        try:
+            summary = run_build(tmp / "list.txt", tmp / "out", cfg, progress=False, engine=engine)
+        finally:
+            if engine is not None:
+                engine.close()
         t_build = time.perf_counter() - t
-        c_build = cpu_seconds(resource.RUSAGE_SELF) - c
+        c_build = cpu_seconds(resource.RUSAGE_SELF) - c + (cpu_seconds(resource.RUSAGE_CHILDREN) - c_kids)
         kept = pd.read_parquet(tmp / "out" / "clips.parquet").query("keep")
         if kept.empty:
             raise SystemExit("no clip was kept, nothing to compare (try --filter-mode score-only)")
         t_decode = ffmpeg(["-i", str(src), "-f", "null", "-"])
         c = cpu_seconds(resource.RUSAGE_CHILDREN)
-        t_base = baseline_encode(src, kept, cfg.clips.fps, cfg.clips.size, tmp)
+        t_base = baseline_encode(src, kept, cfg.clips.fps, cfg.clips.size, tmp,
+                                 threads="1" if args.workers == 1 else "0")
         c_base = cpu_seconds(resource.RUSAGE_CHILDREN) - c
         info = media.probe(src)
         print(f"source: {args.seconds:.0f} s real video, {info.width}x{info.height}, {len(kept)} kept clips; "
-              f"vocals={args.vocals}")
+              f"vocals={args.vocals}; shv-build workers={args.workers}, ffmpeg threads="
+              f"{'1' if args.workers == 1 else 'auto'}")
         print(f"  shv-build total            {t_build:7.2f} s wall, {c_build:6.2f} s CPU   "
               f"(stages: {summary.stage_seconds})")
         print(f"  ffmpeg decode alone        {t_decode:7.2f} s wall")
