@@ -55,7 +55,7 @@ class FaceConfig:
     min_detection_confidence: float = 0.5
     # Detect on every N-th grid frame (and the last), interpolate boxes in between. 3 measured as
     # accurate (perf/face_stride_accuracy.py on the real videos: crop centre p95 error 0.3-0.7 % of
-    # the crop side, 2-5x below the detector's own frame-to-frame scatter) and ~45 % faster analysis.
+    # the crop side, 2-6x below the detector's own frame-to-frame scatter); 37-47 % less analysis time.
     detect_stride: int = 3
     iou_threshold: float = 0.3  # IoU linking detections into a track
     max_gap_frames: int = 5  # a track survives this many frames without a detection
