@@ -28,6 +28,12 @@ class DownloadConfig:
     max_filesize_mb: float = 2048.0  # larger downloads are refused (also applied to local files)
     max_duration_s: float = 4 * 3600.0  # longer sources are refused
     format: str = "bv*[height<=1080]+ba/b[height<=1080]/bv*+ba/b"  # yt-dlp format selector
+    # yt-dlp format sort fields put before its defaults (-S). yt-dlp's own default ("hdr:12") prefers
+    # HDR formats, and shv-build does not tone-map, so SDR is preferred: "hdr:sdr".
+    format_sort: list[str] = field(default_factory=lambda: ["hdr:sdr"])
+    # HDR sources (PQ or HLG transfer): "reject" (their colours would come out wrong: no tone mapping)
+    # or "keep" (cut as they are; the sources table records the transfer).
+    hdr: Literal["reject", "keep"] = "reject"
     cookies: str | None = None  # Netscape cookies file (--cookies)
     cookies_from_browser: str | None = None  # e.g. "firefox" or "chrome:Profile 1" (--cookies-from-browser)
     rate_limit: str | None = None  # e.g. "2M" bytes/s (--limit-rate)
@@ -181,6 +187,12 @@ class BuildConfig:
                             f"{self.clips.fps!r} fps x {self.clips.clip_seconds!r} s")
         if not isinstance(self.faces.detect_stride, int) or self.faces.detect_stride < 1:
             problems.append(f"faces.detect_stride must be an integer >= 1, got {self.faces.detect_stride!r}")
+        if self.download.hdr not in ("reject", "keep"):
+            problems.append(f"download.hdr must be 'reject' or 'keep', got {self.download.hdr!r}")
+        if not isinstance(self.download.format_sort, (list, tuple)) or not all(
+                isinstance(x, str) for x in self.download.format_sort):
+            problems.append(f"download.format_sort must be a list of yt-dlp sort fields, got "
+                            f"{self.download.format_sort!r}")
         if not 0 < self.faces.crop_scale <= 1:
             problems.append(f"faces.crop_scale must be in (0, 1], got {self.faces.crop_scale!r}")
         if problems:

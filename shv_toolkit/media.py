@@ -48,6 +48,7 @@ class MediaInfo:
     n_frames: int | None = None
     rotation: int = 0
     variable_frame_rate: bool = False
+    color_transfer: str | None = None  # transfer characteristic (FFmpeg name), None when untagged
     video_codec: str | None = None
     audio_codec: str | None = None
     audio_sample_rate: int | None = None
@@ -55,6 +56,21 @@ class MediaInfo:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @property
+    def hdr(self) -> bool:
+        """High dynamic range: a PQ (SMPTE ST 2084) or HLG (ARIB STD-B67) transfer."""
+        return self.color_transfer in HDR_TRANSFERS
+
+
+#: FFmpeg's names of the transfer characteristics (ITU-T H.273 code points); 2 = unspecified
+_TRANSFER_NAMES = {
+    1: "bt709", 4: "gamma22", 5: "gamma28", 6: "smpte170m", 7: "smpte240m", 8: "linear", 9: "log100",
+    10: "log316", 11: "iec61966-2-4", 12: "bt1361e", 13: "iec61966-2-1", 14: "bt2020-10",
+    15: "bt2020-12", 16: "smpte2084", 17: "smpte428", 18: "arib-std-b67",
+}
+#: transfers of HDR video: PQ and HLG
+HDR_TRANSFERS = frozenset({"smpte2084", "arib-std-b67"})
 
 
 def _open(path: str | os.PathLike) -> av.container.InputContainer:
@@ -119,10 +135,17 @@ def probe(path: str | os.PathLike) -> MediaInfo:
                 n_frames=int(v.frames) or None,
                 rotation=rot,
                 variable_frame_rate=vfr,
+                color_transfer=_transfer_name(getattr(v.codec_context, "color_trc", None)),
                 video_codec=v.codec_context.name,
                 duration=duration,
             )
         return MediaInfo(**info)
+
+
+def _transfer_name(code: int | None) -> str | None:
+    if code is None or int(code) in (0, 2):  # reserved / unspecified
+        return None
+    return _TRANSFER_NAMES.get(int(code), f"unknown-{int(code)}")
 
 
 def _shrink(img: np.ndarray, w: int, h: int) -> np.ndarray:

@@ -180,7 +180,8 @@ def _empty_source_row(spec: SourceSpec) -> dict[str, Any]:
         # the entry as written in the list (a local path stays relative to the list, so manifests are portable)
         "source_id": spec.source_id, "url": spec.original or spec.location, "kind": spec.kind, "local_path": None,
         "title": None, "uploader": None, "channel": None, "duration_s": None, "fps": None,
-        "width": None, "height": None, "has_audio": None, "license": None, "webpage_url": None,
+        "width": None, "height": None, "has_audio": None, "color_transfer": None, "license": None,
+        "webpage_url": None,
         "extractor": None, "status": "failed", "error": None, "n_scenes": 0, "n_scenes_too_short": 0,
         "n_clips_total": 0, "n_clips_kept": 0,
     }
@@ -384,8 +385,9 @@ class SourceProcessor:
         row.update(
             local_path=_rel(src_path.resolve(), layout.out.resolve()),
             title=rec.title, uploader=rec.uploader, channel=rec.channel, duration_s=rec.duration_s,
-            fps=rec.fps, width=rec.width, height=rec.height, has_audio=rec.has_audio, license=rec.license,
-            webpage_url=rec.webpage_url, extractor=rec.extractor,
+            fps=rec.fps, width=rec.width, height=rec.height, has_audio=rec.has_audio,
+            color_transfer=rec.color_transfer, license=rec.license, webpage_url=rec.webpage_url,
+            extractor=rec.extractor,
         )
 
         t = time.perf_counter()

@@ -25,7 +25,7 @@ from shv_toolkit.config import FilterConfig
 from shv_toolkit.errors import ShvError
 from shv_toolkit.stages.filters import RULES, SCORE_DESCRIPTIONS, SCORE_NAMES
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "1.1"
 SPLITS = ("train", "test")
 TABLES = ("sources", "clips", "train", "test")
 
@@ -75,6 +75,9 @@ SOURCES: tuple[Column, ...] = (
     Column("width", I32, True, "displayed width in pixels (rotation applied)"),
     Column("height", I32, True, "displayed height in pixels (rotation applied)"),
     Column("has_audio", B, True, "the source has an audio stream"),
+    Column("color_transfer", S, True, "transfer characteristic of the video (FFmpeg name, probe); smpte2084 "
+           "(PQ) and arib-std-b67 (HLG) are HDR, rejected unless download.hdr is keep; null: untagged "
+           "(schema 1.1)"),
     Column("license", S, True, "licence reported by the site, if any"),
     Column("webpage_url", S, True, "canonical page URL reported by yt-dlp"),
     Column("extractor", S, True, "yt-dlp extractor name (null for local files)"),

@@ -63,6 +63,7 @@ class SourceRecord:
     height: int | None = None
     has_audio: bool | None = None
     has_video: bool | None = None
+    color_transfer: str | None = None  # probed transfer characteristic (e.g. smpte2084 = HDR PQ)
     license: str | None = None  # as the site states it, when it does
     webpage_url: str | None = None
     extractor: str | None = None  # yt-dlp extractor key ("Youtube", "Generic", ...); "local" for files
@@ -141,9 +142,9 @@ def _check_decodable(path: Path, info: MediaInfo) -> None:
                 slack = max(3.0, 0.05 * vdur)
             if vdur <= 0:
                 return
+            # always seek: the audio probe above may have read past every video packet of a short file
             tail = max(0.0, vdur - 2.0)
-            if tail > 0:
-                c.seek(int((tail + t0) / tb), stream=v, backward=True, any_frame=False)
+            c.seek(int((tail + t0) / tb), stream=v, backward=True, any_frame=False)
             last_t = None
             for frame in c.decode(v):
                 if frame.pts is not None:
@@ -183,6 +184,11 @@ def check_media(path: str | os.PathLike, cfg: DownloadConfig) -> MediaInfo:
         raise MediaError(f"unknown or zero duration: {p.name}")
     if info.duration > cfg.max_duration_s:
         raise MediaError(f"too long: {info.duration:.1f} s > cap {cfg.max_duration_s:g} s (max_duration_s)")
+    if info.hdr and cfg.hdr == "reject":
+        raise MediaError(
+            f"HDR video ({info.color_transfer} transfer) in {p.name}: shv-build does not tone-map, so its "
+            "colours would come out wrong; use the site's SDR version or set download.hdr: keep"
+        )
     _check_decodable(p, info)
     return info
 
@@ -253,6 +259,7 @@ def ydl_options(cfg: DownloadConfig, outtmpl: str, logger: _YdlLogger | None = N
 
     opts: dict[str, Any] = {
         "format": cfg.format,
+        "format_sort": list(cfg.format_sort),
         "outtmpl": {"default": outtmpl},
         "restrictfilenames": True,
         "windowsfilenames": True,
@@ -442,6 +449,7 @@ def _apply_probe(rec: SourceRecord, info: MediaInfo, path: Path) -> None:
     rec.fps = float(info.fps) if info.fps else None
     rec.width, rec.height = info.width, info.height
     rec.has_audio, rec.has_video = info.has_audio, info.has_video
+    rec.color_transfer = info.color_transfer
     rec.size_bytes = path.stat().st_size
 
 

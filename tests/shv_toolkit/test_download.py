@@ -311,6 +311,82 @@ def test_ydl_options(tmp_path: Path) -> None:
         D.ydl_options(DownloadConfig(cookies=str(tmp_path / "none.txt")), "x")
 
 
+def _choose(cfg: DownloadConfig) -> str:
+    """The format yt-dlp itself selects with shv-build's options from a YouTube-like format list."""
+    import yt_dlp
+
+    opts = {k: v for k, v in D.ydl_options(cfg, "x.%(ext)s").items() if k in ("format", "format_sort")}
+    formats = [
+        {"format_id": "hdr1080", "vcodec": "av01.0.09M.10", "acodec": "none", "height": 1080, "width": 1920,
+         "dynamic_range": "HDR10", "tbr": 3000, "fps": 30, "ext": "mp4"},
+        {"format_id": "sdr1080", "vcodec": "av01.0.08M.08", "acodec": "none", "height": 1080, "width": 1920,
+         "dynamic_range": "SDR", "tbr": 2000, "fps": 30, "ext": "mp4"},
+        {"format_id": "sdr720", "vcodec": "vp9", "acodec": "none", "height": 720, "width": 1280,
+         "dynamic_range": "SDR", "tbr": 1000, "fps": 30, "ext": "webm"},
+        {"format_id": "hdr2160", "vcodec": "vp09.02.51.10", "acodec": "none", "height": 2160, "width": 3840,
+         "dynamic_range": "HDR10", "tbr": 9000, "fps": 30, "ext": "webm"},
+        {"format_id": "audio", "vcodec": "none", "acodec": "opus", "abr": 130, "tbr": 130, "ext": "webm"},
+    ]
+    for f in formats:
+        f["url"] = f"http://127.0.0.1:9/{f['format_id']}"
+    info = {"id": "abc", "title": "t", "extractor": "fake", "extractor_key": "Fake",
+            "webpage_url": "http://127.0.0.1:9/", "formats": formats}
+    with yt_dlp.YoutubeDL({**opts, "quiet": True, "simulate": True}) as ydl:
+        return ydl.process_ie_result(info, download=False)["format_id"]
+
+
+def test_format_choice_prefers_sdr_within_the_height_cap() -> None:
+    """yt-dlp's own default sort ("hdr:12") would take the HDR10 1080p stream, whose colours shv-build
+    cannot reproduce (no tone mapping); shv-build's sort takes the SDR stream of the same height."""
+    assert _choose(DownloadConfig()).startswith("sdr1080+")
+    assert _choose(DownloadConfig(format_sort=[])).startswith("hdr1080+")  # yt-dlp's default
+
+
+def _write_hdr_pq(path: Path, shared_media: Path) -> Path:
+    """A real face video as 10-bit HEVC tagged BT.2020 / SMPTE ST 2084 (PQ), with a sound track."""
+    from shv_toolkit import media
+
+    frames = media.read_video(shared_media / "single_face.mp4", end=0.4)
+    song = media.read_audio(shared_media / "lena.wav", sample_rate=48000)[:19200]
+    with av.open(str(path), "w", format="mp4") as c:
+        v = c.add_stream("libx265", rate=25)
+        v.width, v.height, v.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p10le"
+        v.options = {"preset": "ultrafast",
+                     "x265-params": "log-level=error:colorprim=bt2020:transfer=smpte2084:colormatrix=bt2020nc"}
+        a = c.add_stream("aac", rate=48000)
+        a.layout = "mono"
+        for i, f in enumerate(frames):
+            vf = av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format="yuv420p10le")
+            vf.pts = i
+            for pkt in v.encode(vf):
+                c.mux(pkt)
+        for pkt in v.encode(None):
+            c.mux(pkt)
+        af = av.AudioFrame.from_ndarray(song.reshape(1, -1), format="flt", layout="mono")
+        af.sample_rate, af.pts = 48000, 0
+        for pkt in a.encode(af):
+            c.mux(pkt)
+        for pkt in a.encode(None):
+            c.mux(pkt)
+    return path
+
+
+def test_hdr_sources_are_rejected_unless_kept(shared_media: Path, tmp_path: Path) -> None:
+    hdr = _write_hdr_pq(tmp_path / "hdr_pq.mp4", shared_media)
+    with pytest.raises(SourceError, match=r"HDR video \(smpte2084 transfer\).*download.hdr: keep"):
+        D.check_media(hdr, DownloadConfig())
+    info = D.check_media(hdr, DownloadConfig(hdr="keep"))
+    assert info.hdr and info.color_transfer == "smpte2084"
+    spec = SourceSpec(source_id="src-hdr", location=str(hdr), kind="file", line_no=1)
+    rec = D.fetch_source(spec, tmp_path / "dl", DownloadConfig(hdr="keep"))
+    assert rec.status == "ok" and rec.color_transfer == "smpte2084"
+    with pytest.raises(D.DownloadFailed, match="HDR video"):
+        D.fetch_source(spec, tmp_path / "dl", DownloadConfig())
+    # an untagged SDR file has no transfer recorded and is not HDR
+    sdr = D.check_media(shared_media / "single_face.mp4", DownloadConfig())
+    assert sdr.color_transfer is None and not sdr.hdr
+
+
 def test_one_line() -> None:
     assert D.one_line("\x1b[0;31mERROR:\x1b[0m boom\nTraceback ...") == "boom"
     assert len(D.one_line("x" * 1000)) == 300

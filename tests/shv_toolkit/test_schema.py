@@ -14,7 +14,7 @@ from shv_toolkit.stages.filters import SCORE_NAMES
 
 REQUIRED_SOURCES = [
     "source_id", "url", "kind", "local_path", "title", "uploader", "channel", "duration_s", "fps", "width",
-    "height", "has_audio", "license", "webpage_url", "extractor", "status", "error", "n_scenes",
+    "height", "has_audio", "color_transfer", "license", "webpage_url", "extractor", "status", "error", "n_scenes",
     "n_scenes_too_short", "n_clips_total", "n_clips_kept", "split", "config_hash", "toolkit_version",
     "schema_version",
 ]
