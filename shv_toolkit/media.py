@@ -6,11 +6,15 @@ subprocess is started per clip. Video is always handed out as RGB ``uint8`` arra
 
 Conventions (used by every stage and by the metrics):
 
-* Time origin: the first decoded video frame is t = 0 (the stream's start_time is subtracted).
+* Time origin: the video stream's start is t = 0 (its start_time is subtracted). Audio uses the same
+  origin: sample 0 of :func:`read_audio` plays at video t = 0, so an audio track that starts later
+  than the video is preceded by silence and audio before the video's start is dropped, exactly as
+  a player keeps them in sync (files without video: the first audio sample is t = 0).
 * Constant frame rate resampling: output frame ``k`` at ``t_k = k / fps`` shows the source frame that
   is on screen at ``t_k`` (the last frame whose timestamp is ``<= t_k + 1e-4``); frames are
   duplicated or dropped as needed, like FFmpeg's ``fps`` filter with ``round=down``.
-* Rotation metadata (display matrix) is applied, so frames come out as a viewer shows them.
+* Rotation metadata (display matrix) and non-square pixels (sample aspect ratio) are applied, so
+  frames come out as a viewer shows them; :func:`probe` reports that displayed size.
 """
 
 from __future__ import annotations
@@ -42,7 +46,7 @@ class MediaInfo:
     duration: float
     has_video: bool
     has_audio: bool
-    width: int | None = None  # displayed width, after rotation
+    width: int | None = None  # displayed width: square pixels (sample aspect ratio applied), after rotation
     height: int | None = None
     fps: float | None = None  # average frame rate
     n_frames: int | None = None
@@ -123,7 +127,7 @@ def probe(path: str | os.PathLike) -> MediaInfo:
             fps = avg or guessed
             vfr = bool(avg and guessed and abs(avg - guessed) / guessed > 0.01)
             rot = _rotation_of(v, c)
-            w, h = v.codec_context.width, v.codec_context.height
+            w, h = _display_width(v.codec_context.width, _pixel_aspect(v)), v.codec_context.height
             if rot in (90, 270):
                 w, h = h, w
             if v.duration and v.time_base:
@@ -160,12 +164,32 @@ def _shrink(img: np.ndarray, w: int, h: int) -> np.ndarray:
     return img
 
 
-def _to_rgb(frame: av.VideoFrame, max_side: int | None) -> np.ndarray:
-    w, h = frame.width, frame.height
+def _pixel_aspect(stream: av.video.stream.VideoStream) -> Fraction:
+    """Sample (pixel) aspect ratio of a video stream; 1 when unknown or invalid."""
+    for obj in (stream, stream.codec_context):
+        sar = getattr(obj, "sample_aspect_ratio", None)
+        if sar is not None and sar.numerator > 0 and sar.denominator > 0:
+            return Fraction(sar.numerator, sar.denominator)
+    return Fraction(1)
+
+
+def _display_width(coded_width: int, sar: Fraction) -> int:
+    """Width in square pixels of a frame ``coded_width`` samples wide (even, as 4:2:0 needs)."""
+    return coded_width if sar == 1 else max(2, int(round(coded_width * sar / 2)) * 2)
+
+
+def _to_rgb(frame: av.VideoFrame, max_side: int | None, sar: Fraction = Fraction(1)) -> np.ndarray:
+    w, h = _display_width(frame.width, sar), frame.height
     img = frame.to_ndarray(format="rgb24")
     if max_side and max(w, h) > max_side:
         s = max_side / max(w, h)
-        img = _shrink(img, max(2, int(round(w * s / 2)) * 2), max(2, int(round(h * s / 2)) * 2))
+        w, h = max(2, int(round(w * s / 2)) * 2), max(2, int(round(h * s / 2)) * 2)
+    if (img.shape[1], img.shape[0]) != (w, h):
+        # non-square pixels are resampled to square ones (as a player shows them), then any downsizing
+        if w <= img.shape[1] and h <= img.shape[0]:
+            img = _shrink(img, w, h)
+        else:
+            img = cv2.resize(img, (w, h), interpolation=cv2.INTER_CUBIC)
     rot = int(round(getattr(frame, "rotation", 0) or 0)) % 360
     if rot:
         # display matrix angle is counter-clockwise; np.rot90 with k>0 rotates counter-clockwise
@@ -193,6 +217,7 @@ def iter_frames(
             raise MediaError(f"no video stream: {Path(path).name}")
         stream = c.streams.video[0]
         stream.thread_type = "AUTO"
+        sar = _pixel_aspect(stream)
         tb = float(stream.time_base)
         t0 = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
         if start > 0:
@@ -210,7 +235,7 @@ def iter_frames(
                     if end is not None and tk >= end - _EPS:
                         return
                     if tk >= prev_t - _EPS:
-                        yield k, _to_rgb(prev, max_side)
+                        yield k, _to_rgb(prev, max_side, sar)
                     k += 1
                 prev, prev_t = frame, t
             if prev is None:
@@ -218,7 +243,7 @@ def iter_frames(
             # last frame is shown for one nominal frame duration
             nominal = 1.0 / float(stream.average_rate or stream.guessed_rate or fps)
             while k / fps < prev_t + nominal - _EPS and (end is None or k / fps < end - _EPS):
-                yield k, _to_rgb(prev, max_side)
+                yield k, _to_rgb(prev, max_side, sar)
                 k += 1
         except av.FFmpegError as exc:
             raise MediaError(f"decoding failed in {Path(path).name} at frame {k}: {exc}") from exc
@@ -245,29 +270,57 @@ def read_audio(
     end: float | None = None,
     stream_index: int = 0,
 ) -> np.ndarray:
-    """Decode one audio stream to mono ``float32`` at ``sample_rate``, samples ``[start, end)``.
+    """Decode one audio stream to mono ``float32`` at ``sample_rate``, samples ``[start, end)`` on the
+    video's time origin (see the module docstring). Raises :class:`MediaError` without audio."""
+    return read_audio_channels(path, sample_rate, "mono", start, end, stream_index)[0]
 
-    Time 0 is the container's start, the same origin as :func:`iter_frames` for files whose streams
-    start together. Raises :class:`MediaError` when the file has no audio.
-    """
+
+def read_audio_channels(
+    path: str | os.PathLike,
+    sample_rate: int = 16000,
+    layout: str = "mono",
+    start: float = 0.0,
+    end: float | None = None,
+    stream_index: int = 0,
+) -> np.ndarray:
+    """Decode one audio stream to ``(channels, n)`` float32 at ``sample_rate``: ``layout`` "mono",
+    "stereo", or "auto" (mono for mono sources, else stereo). Samples ``[start, end)`` seconds on the
+    video's time origin: the gap between the video stream's start and the first decoded audio frame
+    is filled with silence (audio late) or cut (audio early)."""
     with _open(path) as c:
         if len(c.streams.audio) <= stream_index:
             raise MediaError(f"no audio stream #{stream_index}: {Path(path).name}")
         stream = c.streams.audio[stream_index]
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
+        if layout == "auto":
+            layout = "mono" if (stream.channels or 1) == 1 else "stereo"
+        n_ch = {"mono": 1, "stereo": 2}[layout]
+        video = c.streams.video[0] if c.streams.video else None
+        resampler = av.AudioResampler(format="fltp", layout=layout, rate=sample_rate)
         chunks: list[np.ndarray] = []
+        first_t: float | None = None
         try:
             for frame in c.decode(stream):
+                if first_t is None and frame.pts is not None:
+                    first_t = float(frame.pts * (frame.time_base or stream.time_base))
                 for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
+                    chunks.append(out.to_ndarray().reshape(n_ch, -1))
             for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
+                chunks.append(out.to_ndarray().reshape(n_ch, -1))
         except av.FFmpegError as exc:
             raise MediaError(f"audio decoding failed in {Path(path).name}: {exc}") from exc
-    audio = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros(0, np.float32)
+        offset = 0.0
+        if video is not None and first_t is not None:
+            v0 = float(video.start_time * video.time_base) if video.start_time is not None else 0.0
+            offset = first_t - v0
+    audio = np.concatenate(chunks, axis=1).astype(np.float32) if chunks else np.zeros((n_ch, 0), np.float32)
+    shift = int(round(offset * sample_rate))
+    if shift > 0:
+        audio = np.concatenate([np.zeros((n_ch, shift), np.float32), audio], axis=1)
+    elif shift < 0:
+        audio = audio[:, -shift:]
     i0 = int(round(start * sample_rate))
     i1 = None if end is None else int(round(end * sample_rate))
-    return audio[i0:i1]
+    return np.ascontiguousarray(audio[:, i0:i1])
 
 
 def _tmp_name(path: Path) -> Path:

@@ -41,8 +41,9 @@ import torch
 from scipy.signal import resample_poly
 from tqdm import tqdm
 
+from shv_toolkit import media
 from shv_toolkit.config import VocalsConfig
-from shv_toolkit.errors import MediaError, MissingWeightsError
+from shv_toolkit.errors import MissingWeightsError
 
 log = logging.getLogger(__name__)
 
@@ -119,36 +120,13 @@ def _fit_channels(a: np.ndarray, n: int) -> np.ndarray:
 
 def load_audio_channels(path: str | os.PathLike, sample_rate: int = _SP_RATE, stream_index: int = 0,
                         start: float = 0.0, end: float | None = None) -> np.ndarray:
-    """Decode one audio stream keeping up to two channels: ``(channels, n)`` float32.
+    """Decode one audio stream keeping up to two channels: ``(channels, n)`` float32, on the same
+    time origin as the video (:func:`shv_toolkit.media.read_audio_channels`).
 
     Separators work best on the original stereo image, which :func:`shv_toolkit.media.read_audio`
     (mono) discards.
     """
-    import av
-
-    p = Path(path)
-    try:
-        container = av.open(str(p))
-    except (av.FFmpegError, OSError) as exc:
-        raise MediaError(f"not a readable media file: {p.name} ({exc})") from exc
-    with container as c:
-        if len(c.streams.audio) <= stream_index:
-            raise MediaError(f"no audio stream #{stream_index}: {p.name}")
-        stream = c.streams.audio[stream_index]
-        layout = "mono" if (stream.channels or 1) == 1 else "stereo"
-        rs = av.AudioResampler(format="fltp", layout=layout, rate=sample_rate)
-        chunks: list[np.ndarray] = []
-        try:
-            for frame in c.decode(stream):
-                chunks.extend(o.to_ndarray() for o in rs.resample(frame))
-            chunks.extend(o.to_ndarray() for o in rs.resample(None))
-        except av.FFmpegError as exc:
-            raise MediaError(f"audio decoding failed in {p.name}: {exc}") from exc
-    n_ch = 1 if layout == "mono" else 2
-    audio = np.concatenate(chunks, axis=1).astype(np.float32) if chunks else np.zeros((n_ch, 0), np.float32)
-    i0 = int(round(start * sample_rate))
-    i1 = None if end is None else int(round(end * sample_rate))
-    return audio[:, i0:i1]
+    return media.read_audio_channels(path, sample_rate, "auto", start, end, stream_index)
 
 
 # ----------------------------------------------------------------------------------------- Spleeter

@@ -1,6 +1,7 @@
 """shv-build on hard but real inputs: a rotated phone-style video, variable frame rate, a very large
-resolution, a source without a face, a source with two faces, and the codecs video sites serve (AV1
-8- and 10-bit, VP9 + Opus in WebM, HEVC) beside an H.264 reference. One build over all of them."""
+resolution, a source without a face, a source with two faces, the codecs video sites serve (AV1 8-
+and 10-bit, VP9 + Opus in WebM, HEVC) beside an H.264 reference, and that reference stored with
+non-square pixels. One build over all of them."""
 
 from __future__ import annotations
 
@@ -128,6 +129,12 @@ def hard_build(shared_media, tmp_path_factory):
     for name, spec in SITE_CODECS.items():
         inputs[name] = _write_codec(tmp / f"{name}.{spec[0]}", vfr_frames, song48, spec)
 
+    # non-square pixels: the H.264 reference stored as 480x360 samples with a 4:3 sample aspect ratio
+    inputs["anamorphic"] = tmp / "anamorphic.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(inputs["h264_ref"]), "-vf",
+                    "scale=480:360,setsar=4/3", "-c:v", "libx264", "-crf", "16", "-c:a", "copy",
+                    str(inputs["anamorphic"])], check=True)
+
     lst = tmp / "list.txt"
     lst.write_text("".join(f"{p}\n" for p in inputs.values()))
     cfg = BuildConfig()
@@ -208,8 +215,22 @@ def test_no_face_and_two_faces_get_clear_errors(hard_build):
     assert two["status"] == "empty" and "other_face_ratio" in two["error"]
     assert two["n_clips_kept"] == 0 and two["n_clips_total"] >= 2  # one candidate per face, both dropped
     assert hard_build["summary"].exit_code() == 1
-    # rotated, vfr and the five codec sources; large is "empty" (sharpness), see above
-    assert hard_build["summary"].n_ok == 2 + len(SITE_CODECS)
+    # rotated, vfr, anamorphic and the five codec sources; large is "empty" (sharpness), see above
+    assert hard_build["summary"].n_ok == 3 + len(SITE_CODECS)
+
+
+def test_non_square_pixels_give_the_same_clip_as_square_ones(hard_build):
+    """The reference video stored anamorphically (480x360 samples, 4:3 pixels) is handled at its
+    displayed 640x360: same crop (in displayed pixels) and the same picture as the square-pixel clip."""
+    row = _source(hard_build, "anamorphic")
+    assert row["status"] == "ok" and (row["width"], row["height"]) == (640, 360)
+    ref, kept = _kept(hard_build, "h264_ref"), _kept(hard_build, "anamorphic")
+    assert len(kept) == 1
+    for col in ("crop_cx", "crop_cy", "crop_side"):
+        assert kept[col].iloc[0] == pytest.approx(ref[col].iloc[0], abs=3.0), col
+    frames = media.read_video(hard_build["out"] / kept["video_path"].iloc[0])
+    ref_frames = media.read_video(hard_build["out"] / ref["video_path"].iloc[0])
+    assert _psnr(frames, ref_frames) > 25.0 and _psnr(frames, ref_frames[::-1]) < 18.0
 
 
 def test_site_codecs_decode_to_the_same_clip(hard_build):

@@ -52,3 +52,66 @@ def test_writer_rgb_to_i420_keeps_colours(real_frames, tmp_path):
     with pytest.raises(ValueError, match="even width and height"):
         media.write_video(tmp_path / "odd.mp4", np.ascontiguousarray(real_frames[:, :63, :95]))
     assert not list(tmp_path.glob("*odd*"))
+
+
+@pytest.fixture(scope="module")
+def av_offsets(tmp_path_factory):
+    """A flash (frames 25-26, t = 1.0 s) and a click (t = 1.0 s) in sync, then the same streams remuxed
+    with the audio 0.5 s late and with the video 0.5 s late (``-itsoffset``, stream copy)."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    d = tmp_path_factory.mktemp("sync")
+    frames = np.full((75, 64, 64, 3), 60, np.uint8)
+    frames[25:27] = 255
+    sr = 48000
+    audio = np.zeros(3 * sr, np.float32)
+    audio[sr:sr + 480] = 0.9
+    src = media.write_video(d / "in_sync.mp4", frames, 25.0, audio=audio, sample_rate=sr)
+    ff = imageio_ffmpeg.get_ffmpeg_exe()
+    out = {"in_sync": src}
+    for name, late in (("audio_late", 1), ("video_late", 0)):
+        args = [ff, "-v", "error", "-y"]
+        for i in range(2):
+            args += (["-itsoffset", "0.5"] if i == late else []) + ["-i", str(src)]
+        out[name] = d / f"{name}.mp4"
+        subprocess.run([*args, "-map", "0:v", "-map", "1:a", "-c", "copy", str(out[name])], check=True)
+    return out
+
+
+@pytest.mark.parametrize(("name", "click_after_flash"), [("in_sync", 0.0), ("audio_late", 0.5), ("video_late", -0.5)])
+def test_audio_keeps_sync_with_video_when_streams_start_apart(av_offsets, name, click_after_flash):
+    """Audio is read on the video's time origin, as a player plays it: a late audio track is preceded by
+    silence, audio before the first video frame is cut (mono reader and the separators' stereo one)."""
+    from shv_toolkit.stages.vocals import load_audio_channels
+
+    path = av_offsets[name]
+    frames = media.read_video(path)
+    flash = np.argmax(frames.mean(axis=(1, 2, 3)) > 200) / 25.0
+    mono = media.read_audio(path, 16000)
+    stereo = load_audio_channels(path, 44100)
+    for x, sr in ((mono, 16000), (np.abs(stereo).max(0), 44100)):
+        click = np.argmax(np.abs(x) > 0.3) / sr
+        assert click - flash == pytest.approx(click_after_flash, abs=1e-3)
+    assert len(mono) / 16000 == pytest.approx(3.0 + click_after_flash, abs=0.03)  # silence added / audio cut
+
+
+def test_non_square_pixels_come_out_as_displayed(real_frames, tmp_path):
+    """A 640x360 picture stored anamorphically (480x360 samples, sample aspect ratio 4:3) is decoded at
+    its displayed 640x360, matching the original frames, and probe reports that size."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    src = media.write_video(tmp_path / "square.mp4", real_frames, crf=12)
+    ana = tmp_path / "anamorphic.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(src), "-vf",
+                    "scale=480:360,setsar=4/3", "-c:v", "libx264", "-crf", "12", str(ana)], check=True)
+    info = media.probe(ana)
+    assert (info.width, info.height) == (640, 360)
+    shown = media.read_video(ana)
+    assert shown.shape == real_frames.shape
+    assert np.abs(shown.astype(float) - real_frames).mean() < 4.0
+    # without the aspect correction the picture would be 480 wide: squeezed faces in every crop
+    assert media.read_video(ana, max_side=320).shape[1:3] == (180, 320)
