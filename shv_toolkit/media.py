@@ -100,10 +100,21 @@ def _rotation_of(stream: av.video.stream.VideoStream, container: av.container.In
     return 0
 
 
+def video_stream(container: av.container.InputContainer) -> av.video.stream.VideoStream | None:
+    """The file's main video stream, as FFmpeg picks it (``av_find_best_stream``: streams with many
+    frames before single pictures), or None when there is none. A cover picture attached to an audio
+    file (disposition ``attached_pic``) is not video."""
+    s = container.streams.best("video")
+    if s is None or s.disposition & av.stream.Disposition.attached_pic:
+        return None
+    return s
+
+
 def probe(path: str | os.PathLike) -> MediaInfo:
     """Read container and stream facts. Raises :class:`MediaError` on unreadable input."""
     with _open(path) as c:
-        vstreams = list(c.streams.video)
+        main = video_stream(c)
+        vstreams = [main] if main is not None else []
         astreams = list(c.streams.audio)
         duration = float(c.duration / av.time_base) if c.duration else 0.0
         info: dict = {
@@ -213,9 +224,9 @@ def iter_frames(
         raise ValueError(f"fps must be positive, got {fps}")
     k = max(0, int(np.ceil(start * fps - _EPS)))
     with _open(path) as c:
-        if not c.streams.video:
+        stream = video_stream(c)
+        if stream is None:
             raise MediaError(f"no video stream: {Path(path).name}")
-        stream = c.streams.video[0]
         stream.thread_type = "AUTO"
         sar = _pixel_aspect(stream)
         tb = float(stream.time_base)
@@ -294,7 +305,7 @@ def read_audio_channels(
         if layout == "auto":
             layout = "mono" if (stream.channels or 1) == 1 else "stereo"
         n_ch = {"mono": 1, "stereo": 2}[layout]
-        video = c.streams.video[0] if c.streams.video else None
+        video = video_stream(c)
         resampler = av.AudioResampler(format="fltp", layout=layout, rate=sample_rate)
         chunks: list[np.ndarray] = []
         first_t: float | None = None

@@ -36,7 +36,7 @@ from typing import Any, Literal
 from shv_toolkit.config import DownloadConfig
 from shv_toolkit.errors import MediaError, SourceError, UsageError
 from shv_toolkit.inputs import SourceSpec, safe_filename
-from shv_toolkit.media import MediaInfo, probe
+from shv_toolkit.media import MediaInfo, probe, video_stream
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,9 @@ def _check_decodable(path: Path, info: MediaInfo) -> None:
     name = path.name
     try:
         with av.open(str(path)) as c:
-            v = c.streams.video[0]
+            v = video_stream(c)
+            if v is None:
+                raise MediaError(f"no video stream: {name}")
             tb = float(v.time_base)
             t0 = float(v.start_time * v.time_base) if v.start_time is not None else 0.0
             first = next(iter(c.decode(v)), None)

@@ -51,10 +51,18 @@ def media_dir(shared_media: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     _faststart_copy(good, d / "faststart.mp4")
     fs = (d / "faststart.mp4").read_bytes()
     (d / "cut_data.mp4").write_bytes(fs[: len(fs) // 2])  # index intact, half the media data missing
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    # a song file with its cover picture (an mp3 "video" stream with disposition attached_pic)
+    subprocess.run([ffmpeg, "-loglevel", "error", "-i", str(shared_media / "lena.wav"), "-i",
+                    str(shared_media / "obama.jpg"), "-map", "0", "-map", "1", "-c:a", "libmp3lame", "-c:v", "mjpeg",
+                    "-disposition:v", "attached_pic", str(d / "song_with_cover.mp3")], check=True, timeout=60)
+    # a real video whose FIRST video stream is a still picture (Matroska keeps no attached_pic flag)
+    subprocess.run([ffmpeg, "-loglevel", "error", "-i", str(shared_media / "obama.jpg"), "-i", str(good),
+                    "-map", "0", "-map", "1:v", "-map", "1:a", "-c:v:0", "mjpeg", "-c:v:1", "copy", "-c:a", "copy",
+                    str(d / "picture_first.mkv")], check=True, timeout=60)
     # HLS with separate video and audio renditions: yt-dlp picks bv*+ba and merges them with ffmpeg
     hls = d / "hls"
     hls.mkdir()
-    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
     for kind, codec in (("v", ["-map", "0:v", "-c:v", "copy"]), ("a", ["-map", "0:a", "-c:a", "aac", "-b:a", "64k"])):
         subprocess.run([ffmpeg, "-loglevel", "error", "-i", str(good), *codec, "-f", "hls", "-hls_time", "1",
                         "-hls_playlist_type", "vod", str(hls / f"{kind}.m3u8")], check=True, timeout=60)
@@ -253,6 +261,7 @@ def test_duration_cap_uses_site_metadata_before_downloading() -> None:
         ("notes.txt", "not a readable media file: notes.txt"),
         ("garbage.mp4", "not a readable media file: garbage.mp4"),
         ("lena.wav", "audio-only: no video stream in lena.wav"),
+        ("song_with_cover.mp3", "audio-only: no video stream in song_with_cover.mp3"),
         ("silent.mp4", "video-only: no audio track in silent.mp4"),
         ("cut_index_at_end.mp4", "not a readable media file: cut_index_at_end.mp4"),
         ("cut_data.mp4", "truncated or damaged: video decodes only partly"),
@@ -276,6 +285,14 @@ def test_local_caps_and_ok(media_dir: Path, tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())  # local files are not copied
     mkv = D.fetch_source(_file_spec(media_dir / "singer.mkv"), tmp_path, FAST, progress=False)
     assert mkv.status == "ok" and mkv.duration_s == pytest.approx(rec.duration_s, abs=0.05)
+    # the main video is the moving one, not a still picture stored as the first video stream
+    pic = D.fetch_source(_file_spec(media_dir / "picture_first.mkv"), tmp_path, FAST, progress=False)
+    assert pic.status == "ok" and (pic.width, pic.height) == (640, 360)
+    from shv_toolkit import media
+
+    moving = media.read_video(media_dir / "picture_first.mkv", end=1.0)
+    assert moving.shape == (25, 360, 640, 3)
+    assert (moving == media.read_video(media_dir / "singer.mp4", end=1.0)).all()  # same stream, copied
     exc = _fail(spec, tmp_path, DownloadConfig(max_filesize_mb=0.1))
     assert str(exc) == "too large: 0.2 MB > cap 0.1 MB (max_filesize_mb)"
     exc = _fail(spec, tmp_path, DownloadConfig(max_duration_s=2.0))
