@@ -17,6 +17,7 @@ from shv_toolkit.config import DownloadConfig
 from shv_toolkit.errors import SourceError, UsageError
 from shv_toolkit.inputs import SourceSpec, normalize_url, parse_url_list, url_source_id
 from shv_toolkit.stages import download as D
+from tests.shv_toolkit.av_writers import write_av
 from tests.shv_toolkit.http_server import LocalServer, closed_port, serve_directory
 
 ODD_NAME = "sång & 'single' \"double\" ; $(touch PWNED) `touch PWNED2`#1.mp4"
@@ -365,27 +366,9 @@ def _write_hdr_pq(path: Path, shared_media: Path) -> Path:
 
     frames = media.read_video(shared_media / "single_face.mp4", end=0.4)
     song = media.read_audio(shared_media / "lena.wav", sample_rate=48000)[:19200]
-    with av.open(str(path), "w", format="mp4") as c:
-        v = c.add_stream("libx265", rate=25)
-        v.width, v.height, v.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p10le"
-        v.options = {"preset": "ultrafast",
-                     "x265-params": "log-level=error:colorprim=bt2020:transfer=smpte2084:colormatrix=bt2020nc"}
-        a = c.add_stream("aac", rate=48000)
-        a.layout = "mono"
-        for i, f in enumerate(frames):
-            vf = av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format="yuv420p10le")
-            vf.pts = i
-            for pkt in v.encode(vf):
-                c.mux(pkt)
-        for pkt in v.encode(None):
-            c.mux(pkt)
-        af = av.AudioFrame.from_ndarray(song.reshape(1, -1), format="flt", layout="mono")
-        af.sample_rate, af.pts = 48000, 0
-        for pkt in a.encode(af):
-            c.mux(pkt)
-        for pkt in a.encode(None):
-            c.mux(pkt)
-    return path
+    return write_av(path, frames, song, 48000, vcodec="libx265", pix_fmt="yuv420p10le", options={
+        "preset": "ultrafast",
+        "x265-params": "log-level=error:colorprim=bt2020:transfer=smpte2084:colormatrix=bt2020nc"})
 
 
 def test_hdr_sources_are_rejected_unless_kept(shared_media: Path, tmp_path: Path) -> None:

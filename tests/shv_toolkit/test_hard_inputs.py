@@ -6,7 +6,6 @@ non-square pixels. One build over all of them."""
 from __future__ import annotations
 
 import subprocess
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -19,6 +18,7 @@ import pytest
 from shv_toolkit import media
 from shv_toolkit.config import BuildConfig
 from shv_toolkit.pipeline import run_build
+from tests.shv_toolkit.av_writers import write_av
 
 SECONDS = 2.4  # one 2 s clip per usable source
 
@@ -29,27 +29,8 @@ def _song(shared: Path, n_seconds: float, sr: int = 44100) -> np.ndarray:
 
 def _write_vfr(path: Path, frames: np.ndarray, audio: np.ndarray, sr: int = 44100) -> None:
     """Frames at alternating 20 ms / 60 ms intervals (mean 25 fps, truly variable)."""
-    with av.open(str(path), "w", format="mp4") as c:
-        v = c.add_stream("libx264", rate=25)
-        v.width, v.height, v.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        v.codec_context.time_base = Fraction(1, 1000)
-        a = c.add_stream("aac", rate=sr)
-        a.layout = "mono"
-        t = 0
-        for i, f in enumerate(frames):
-            vf = av.VideoFrame.from_ndarray(f, format="rgb24")
-            vf.pts, vf.time_base = t, Fraction(1, 1000)
-            t += 20 if i % 2 == 0 else 60
-            for p in v.encode(vf):
-                c.mux(p)
-        for p in v.encode(None):
-            c.mux(p)
-        af = av.AudioFrame.from_ndarray(audio.astype(np.float32).reshape(1, -1), format="flt", layout="mono")
-        af.sample_rate, af.pts = sr, 0
-        for p in a.encode(af):
-            c.mux(p)
-        for p in a.encode(None):
-            c.mux(p)
+    times = np.concatenate([[0], np.cumsum([20 if i % 2 == 0 else 60 for i in range(len(frames) - 1)])])
+    write_av(path, frames, audio, sr, frame_times_ms=[int(t) for t in times])
 
 
 #: name -> (container, video encoder, pixel format, audio encoder, encoder options, codec probe reports)
@@ -61,30 +42,6 @@ SITE_CODECS = {
     "hevc": ("mp4", "libx265", "yuv420p", "aac", {"preset": "ultrafast", "crf": "24", "x265-params": "log-level=error"},
              "hevc"),
 }
-
-
-def _write_codec(path: Path, frames: np.ndarray, audio48k: np.ndarray, spec: tuple) -> Path:
-    fmt, vcodec, pix_fmt, acodec, options, _ = spec
-    with av.open(str(path), "w", format=fmt) as c:
-        v = c.add_stream(vcodec, rate=25)
-        v.width, v.height, v.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
-        v.options = dict(options)
-        a = c.add_stream(acodec, rate=48000)
-        a.layout = "mono"
-        for i, f in enumerate(frames):
-            vf = av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format=pix_fmt)
-            vf.pts = i
-            for p in v.encode(vf):
-                c.mux(p)
-        for p in v.encode(None):
-            c.mux(p)
-        af = av.AudioFrame.from_ndarray(audio48k.astype(np.float32).reshape(1, -1), format="flt", layout="mono")
-        af.sample_rate, af.pts = 48000, 0
-        for p in a.encode(af):
-            c.mux(p)
-        for p in a.encode(None):
-            c.mux(p)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +84,9 @@ def hard_build(shared_media, tmp_path_factory):
     # the codecs sites serve (yt-dlp prefers AV1, then VP9), same real frames and singing in each
     song48 = _song(shared_media, SECONDS, sr=48000)
     for name, spec in SITE_CODECS.items():
-        inputs[name] = _write_codec(tmp / f"{name}.{spec[0]}", vfr_frames, song48, spec)
+        fmt, vcodec, pix_fmt, acodec, options, _ = spec
+        inputs[name] = write_av(tmp / f"{name}.{fmt}", vfr_frames, song48, 48000, container=fmt, vcodec=vcodec,
+                                pix_fmt=pix_fmt, acodec=acodec, options=options)
 
     # non-square pixels: the H.264 reference stored as 480x360 samples with a 4:3 sample aspect ratio
     inputs["anamorphic"] = tmp / "anamorphic.mp4"
