@@ -13,8 +13,9 @@ Conventions (used by every stage and by the metrics):
 * Constant frame rate resampling: output frame ``k`` at ``t_k = k / fps`` shows the source frame that
   is on screen at ``t_k`` (the last frame whose timestamp is ``<= t_k + 1e-4``); frames are
   duplicated or dropped as needed, like FFmpeg's ``fps`` filter with ``round=down``.
-* Rotation metadata (display matrix) and non-square pixels (sample aspect ratio) are applied, so
-  frames come out as a viewer shows them; :func:`probe` reports that displayed size.
+* Rotation metadata (display matrix) and non-square pixels (sample aspect ratio) are applied, and
+  interlaced video is deinterlaced (``bwdif``), so frames come out as a viewer shows them;
+  :func:`probe` reports that displayed size.
 """
 
 from __future__ import annotations
@@ -208,6 +209,43 @@ def _to_rgb(frame: av.VideoFrame, max_side: int | None, sar: Fraction = Fraction
     return img
 
 
+def _progressive(decoded: Iterable[av.VideoFrame], stream: av.video.stream.VideoStream) -> Iterator[av.VideoFrame]:
+    """Decoded frames, deinterlaced with FFmpeg's ``bwdif`` (one frame per frame, timestamps kept) when
+    the first frame is flagged interlaced; progressive video passes through untouched."""
+    it = iter(decoded)
+    first = next(it, None)
+    if first is None:
+        return
+    if not first.interlaced_frame:
+        yield first
+        yield from it
+        return
+    import av.filter
+
+    graph = av.filter.Graph()
+    src = graph.add_buffer(template=stream)
+    bwdif = graph.add("bwdif", "mode=send_frame:parity=auto:deint=interlaced")
+    sink = graph.add("buffersink")
+    src.link_to(bwdif)
+    bwdif.link_to(sink)
+    graph.configure()
+
+    def drain() -> Iterator[av.VideoFrame]:
+        while True:
+            try:
+                yield sink.pull()
+            except (av.error.BlockingIOError, av.error.EOFError):
+                return
+
+    graph.push(first)
+    yield from drain()
+    for frame in it:
+        graph.push(frame)
+        yield from drain()
+    graph.push(None)
+    yield from drain()
+
+
 def iter_frames(
     path: str | os.PathLike,
     fps: float = 25.0,
@@ -236,10 +274,10 @@ def iter_frames(
         prev: av.VideoFrame | None = None
         prev_t = -1.0
         try:
-            for frame in c.decode(stream):
+            for frame in _progressive(c.decode(stream), stream):
                 if frame.pts is None:
                     continue
-                t = frame.pts * tb - t0
+                t = float(frame.pts * frame.time_base) - t0 if frame.time_base else frame.pts * tb - t0
                 # emit every grid point before this frame's time from the previous frame
                 while prev is not None and k / fps < t - _EPS:
                     tk = k / fps

@@ -115,3 +115,31 @@ def test_non_square_pixels_come_out_as_displayed(real_frames, tmp_path):
     assert np.abs(shown.astype(float) - real_frames).mean() < 4.0
     # without the aspect correction the picture would be 480 wide: squeezed faces in every crop
     assert media.read_video(ana, max_side=320).shape[1:3] == (180, 320)
+
+
+def _combing(frames: np.ndarray) -> float:
+    """Mean distance of each line from the average of its two neighbours (high for woven fields)."""
+    x = frames.astype(float)
+    return float(np.abs(x[:, 1:-1] - (x[:, :-2] + x[:, 2:]) / 2).mean())
+
+
+def test_interlaced_video_is_deinterlaced(shared_media, tmp_path):
+    """Real motion sampled at 50 fields/s, woven into 25 interlaced frames and coded as interlaced
+    H.264: decoded frames come out without combing (like the progressive frames), same count and times."""
+    import av
+
+    from tests.shv_toolkit.av_writers import write_av
+
+    fields = media.read_video(shared_media / "WolfgangLanger_Pexels.mp4", fps=50.0, start=2.0, end=3.0)
+    woven = fields[0::2].copy()
+    woven[:, 1::2] = fields[1::2][:, 1::2]  # odd lines from the next field: 20 ms later
+    path = write_av(tmp_path / "interlaced.mp4", woven, np.zeros(48000, np.float32), 48000,
+                    options={"preset": "ultrafast", "crf": "14", "x264-params": "interlaced=1:tff=1"})
+    with av.open(str(path)) as c:
+        raw = np.stack([f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])])
+        assert c.streams.video[0].codec_context.field_order  # the stream says it is interlaced
+    shown = media.read_video(path)
+    assert shown.shape == raw.shape == (25, 360, 640, 3)
+    progressive = _combing(fields[0::2])
+    assert _combing(raw) > 2 * progressive  # the decoder's frames are combed on motion
+    assert _combing(shown) < 1.1 * progressive
