@@ -143,3 +143,14 @@ def test_interlaced_video_is_deinterlaced(shared_media, tmp_path):
     progressive = _combing(fields[0::2])
     assert _combing(raw) > 2 * progressive  # the decoder's frames are combed on motion
     assert _combing(shown) < 1.1 * progressive
+    # display rotation survives the deinterlacer (the filter keeps the frame's side data)
+    import subprocess
+
+    import imageio_ffmpeg
+
+    rotated = tmp_path / "interlaced_rotated.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-display_rotation", "90", "-i", str(path),
+                    "-c", "copy", str(rotated)], check=True)
+    upright = media.read_video(rotated)
+    assert upright.shape == (25, 640, 360, 3)
+    assert (upright == np.rot90(shown, k=1, axes=(1, 2))).all()
