@@ -1,7 +1,7 @@
 """shv-build throughput against plain FFmpeg on the same real video, measured in one run.
 
     python perf/build_throughput.py [--shared ../shared/media] [--seconds 40] [--height 720]
-                                    [--vocals none|auto]
+                                    [--vocals none|auto] [--threads N] [--workers N]
 
 Makes a real singing source (franck.mp4's face with lena.wav's singing looped under it; 360x288, or
 upscaled to ``--height`` pixels to give decoding its weight at the resolutions sites serve), then times:
@@ -11,12 +11,13 @@ upscaled to ``--height`` pixels to give decoding its weight at the resolutions s
      segment with the clip's median crop box, libx264 veryfast crf 18 at 512x512 - the minimum work
      any tool must do to produce those clips).
 Prints wall times, CPU seconds (user + system, all threads) and the ratios; the target is
-build / (3) <= 1.5 in wall time. Both sides get the same budget: shv-build runs in-process with one
-worker and x264 ``threads=1``; the FFmpeg baseline encodes with ``-threads 1``. The CPU-seconds ratio
-is the one that does not depend on how many cores either side keeps busy.
+build / (3) <= 1.5 in wall time. Both sides get the same machine: by default shv-build as a user runs
+it (one process, ``clips.threads`` auto: finished clips scored and encoded on one thread per core
+while the main thread decodes) against FFmpeg with its default threads (x264 threads on every core).
+``--threads 0`` runs shv-build on one core (everything in one thread) and then the baseline encodes
+with ``-threads 1``. The CPU-seconds ratio does not depend on how many cores either side keeps busy.
 
-``--workers N`` (N > 1) compares the whole machine instead: shv-build with N local worker processes
-(clip groups of the source render in parallel) against the baseline with FFmpeg's default threads.
+``--workers N`` (N > 1): shv-build with N local worker processes (clip groups render in parallel).
 """
 
 from __future__ import annotations
@@ -92,8 +93,9 @@ def main() -> None:
     ap.add_argument("--filter-mode", default="filter", choices=["filter", "score-only"],
                     help="score-only keeps (and writes) every clip; an upscaled source fails the sharpness "
                          "filter, so use it with --height")
-    ap.add_argument("--workers", type=int, default=1,
-                    help="shv-build local worker processes; > 1 also lets the baseline use all threads")
+    ap.add_argument("--workers", type=int, default=1, help="shv-build local worker processes")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="shv-build clips.threads (default: auto); 0 = one core, and the baseline gets one too")
     ap.add_argument("--vocals", default="none", choices=["none", "auto", "spleeter", "demucs"])
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -104,6 +106,8 @@ def main() -> None:
         cfg = BuildConfig()
         cfg.vocals.backend = args.vocals
         cfg.filters.mode = args.filter_mode
+        cfg.clips.threads = args.threads
+        one_core = args.workers == 1 and args.threads == 0
         c = cpu_seconds(resource.RUSAGE_SELF)
         c_kids = cpu_seconds(resource.RUSAGE_CHILDREN)  # worker processes, once they have exited
         t = time.perf_counter()
@@ -125,12 +129,12 @@ def main() -> None:
         t_decode = ffmpeg(["-i", str(src), "-f", "null", "-"])
         c = cpu_seconds(resource.RUSAGE_CHILDREN)
         t_base = baseline_encode(src, kept, cfg.clips.fps, cfg.clips.size, tmp,
-                                 threads="1" if args.workers == 1 else "0")
+                                 threads="1" if one_core else "0")
         c_base = cpu_seconds(resource.RUSAGE_CHILDREN) - c
         info = media.probe(src)
         print(f"source: {args.seconds:.0f} s real video, {info.width}x{info.height}, {len(kept)} kept clips; "
-              f"vocals={args.vocals}; shv-build workers={args.workers}, ffmpeg threads="
-              f"{'1' if args.workers == 1 else 'auto'}")
+              f"vocals={args.vocals}; shv-build workers={args.workers}, clip threads="
+              f"{cfg.render_threads(args.workers)}; ffmpeg threads={'1' if one_core else 'auto'}")
         print(f"  shv-build total            {t_build:7.2f} s wall, {c_build:6.2f} s CPU   "
               f"(stages: {summary.stage_seconds})")
         print(f"  ffmpeg decode alone        {t_decode:7.2f} s wall")

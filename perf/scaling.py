@@ -13,7 +13,7 @@ start-up and model loading in the workers (paid once per worker and build); the 
 start-up is reported apart. Every run's manifests and clip files are checked to be identical to the
 local 1-worker run. Usage::
 
-    .venv/bin/python perf/scaling.py [--long-seconds 150] [--group-clips 8] [--keep DIR]
+    .venv/bin/python perf/scaling.py [--long-seconds 150] [--group-clips 24] [--keep DIR]
 """
 
 from __future__ import annotations

@@ -54,7 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: start a private local instance on 127.0.0.1); --out must be on a "
                    "filesystem every node mounts at the same path")
     p.add_argument("--group-clips", type=int, default=None,
-                   help="candidate clips per render task (default 8); fixed per source once planned")
+                   help="candidate clips per render task (default 24); fixed per source once planned")
+    p.add_argument("--threads", type=int, default=None,
+                   help="helper threads per task (clips scored and encoded while decoding goes on; face "
+                   "detection beside decoding); default: CPU cores / workers; 0 = one core. Output is the same")
     p.add_argument("--retry-failed", action="store_true", help="process failed sources again")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("-v", "--verbose", action="store_true")
@@ -76,10 +79,12 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
         ("download", "max_filesize_mb"): args.max_filesize_mb,
         ("download", "max_duration_s"): args.max_duration,
         ("split", "seed"): args.seed,
+        ("clips", "threads"): args.threads,
     }
     for (section, key), value in overrides.items():
         if value is not None:
             setattr(getattr(cfg, section), key, value)
+    cfg.validate()
     return cfg
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -80,6 +81,11 @@ class ClipConfig:
     preset: str = "veryfast"
     sample_rate: int = 16000  # wav beside each clip (mono)
     mp4_audio_rate: int = 16000  # AAC track of the mp4
+    # Clips scored and encoded at once on background threads while the render task's own thread decodes
+    # and crops (x264 and mediapipe release the GIL). None: auto, the CPU cores this process may use
+    # divided by the local worker processes (at least 1, at most 8); 0: everything in the decoding
+    # thread (one core). Output is byte-identical for every value, so it is not part of the config hash.
+    threads: int | None = None
 
 
 @dataclass
@@ -149,6 +155,16 @@ class BuildConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def render_threads(self, workers: int = 1) -> int:
+        """``clips.threads`` resolved: auto (None) is the usable CPU cores / ``workers``, in [1, 8]."""
+        if self.clips.threads is not None:
+            return int(self.clips.threads)
+        try:
+            cores = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            cores = os.cpu_count() or 1
+        return max(1, min(8, cores // max(1, workers)))
+
     def config_hash(self) -> str:
         """Hash of everything that changes the output (not of network/cookie settings)."""
         d = self.to_dict()
@@ -156,6 +172,7 @@ class BuildConfig:
                   "sleep_interval", "max_sleep_interval"):
             d["download"].pop(k, None)
         d["vocals"].pop("device", None)
+        d["clips"].pop("threads", None)
         blob = json.dumps(d, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -193,6 +210,9 @@ class BuildConfig:
                 isinstance(x, str) for x in self.download.format_sort):
             problems.append(f"download.format_sort must be a list of yt-dlp sort fields, got "
                             f"{self.download.format_sort!r}")
+        threads = self.clips.threads
+        if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 0):
+            problems.append(f"clips.threads must be null (auto) or an integer >= 0, got {threads!r}")
         if not 0 < self.faces.crop_scale <= 1:
             problems.append(f"faces.crop_scale must be in (0, 1], got {self.faces.crop_scale!r}")
         if problems:

@@ -30,6 +30,7 @@ from pathlib import Path
 import av
 import cv2
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from shv_toolkit.errors import MediaError
 
@@ -190,9 +191,15 @@ def _display_width(coded_width: int, sar: Fraction) -> int:
     return coded_width if sar == 1 else max(2, int(round(coded_width * sar / 2)) * 2)
 
 
-def _to_rgb(frame: av.VideoFrame, max_side: int | None, sar: Fraction = Fraction(1)) -> np.ndarray:
+def _to_rgb(frame: av.VideoFrame, max_side: int | None, sar: Fraction = Fraction(1),
+            reformatter: VideoReformatter | None = None) -> np.ndarray:
+    """RGB array of a decoded frame, square pixels, rotated for display, downsized to ``max_side``.
+
+    Pass one ``reformatter`` for all frames of a stream: it keeps swscale's context, and one thread
+    converts the frame (``to_ndarray(format="rgb24")`` makes a context with a thread pool per call,
+    6x slower on a 360p frame, with the same pixels)."""
     w, h = _display_width(frame.width, sar), frame.height
-    img = frame.to_ndarray(format="rgb24")
+    img = (reformatter or VideoReformatter()).reformat(frame, format="rgb24", threads=1).to_ndarray()
     if max_side and max(w, h) > max_side:
         s = max_side / max(w, h)
         w, h = max(2, int(round(w * s / 2)) * 2), max(2, int(round(h * s / 2)) * 2)
@@ -267,6 +274,7 @@ def iter_frames(
             raise MediaError(f"no video stream: {Path(path).name}")
         stream.thread_type = "AUTO"
         sar = _pixel_aspect(stream)
+        rf = VideoReformatter()
         tb = float(stream.time_base)
         t0 = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
         if start > 0:
@@ -284,7 +292,7 @@ def iter_frames(
                     if end is not None and tk >= end - _EPS:
                         return
                     if tk >= prev_t - _EPS:
-                        yield k, _to_rgb(prev, max_side, sar)
+                        yield k, _to_rgb(prev, max_side, sar, rf)
                     k += 1
                 prev, prev_t = frame, t
             if prev is None:
@@ -292,7 +300,7 @@ def iter_frames(
             # last frame is shown for one nominal frame duration
             nominal = 1.0 / float(stream.average_rate or stream.guessed_rate or fps)
             while k / fps < prev_t + nominal - _EPS and (end is None or k / fps < end - _EPS):
-                yield k, _to_rgb(prev, max_side, sar)
+                yield k, _to_rgb(prev, max_side, sar, rf)
                 k += 1
         except av.FFmpegError as exc:
             raise MediaError(f"decoding failed in {Path(path).name} at frame {k}: {exc}") from exc
@@ -410,6 +418,9 @@ class VideoWriter:
             self._a = self._c.add_stream("aac", rate=audio_rate)
             self._a.layout = "mono"
             self._a.bit_rate = 128_000
+            # FFmpeg's "fast" AAC coder: 3.0 vs 10.9 ms per 2 s clip, SNR against the input 44 vs 46 dB on
+            # real singing (twoloop, the default); the lossless wav beside each clip is the analysis copy
+            self._a.options = {"aac_coder": "fast"}
         self.n_frames = 0
         self._closed = False
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,10 +52,13 @@ def analyse_source(
     face_cfg: FaceConfig,
     fps: float = 25.0,
     progress: bool = True,
+    threads: int = 0,
 ) -> SourceAnalysis:
     """Decode ``path`` once at analysis resolution; detect scenes on every frame and faces on
     every ``face_cfg.detect_stride``-th grid frame (``k % stride == 0``) and on the last frame.
 
+    ``threads`` > 0 runs face detection on a helper thread while this one decodes and cuts scenes
+    (mediapipe releases the GIL); the detections are the same either way.
     Raises :class:`shv_toolkit.errors.MediaError` for unreadable input.
     """
     t0 = time.perf_counter()
@@ -67,23 +72,24 @@ def analyse_source(
     size = (0, 0)
     total = int(round(info.duration * fps)) or None
     last_frame = None
-    with FaceDetector(face_cfg) as det, tqdm(
+    with FaceDetector(face_cfg) as det, _Detections(det, threads > 0) as found, tqdm(
         total=total, desc=f"analyse {Path(path).name[:30]}", unit="f", disable=not progress,
         leave=False,
     ) as bar:
         for k, frame in media.iter_frames(path, fps=fps, max_side=scene_cfg.analysis_max_side):
             if n == 0:
                 size = (frame.shape[1], frame.shape[0])
-            cutter.push(k, frame)
             if k % stride == 0:
-                detections[k] = det.detect(frame)
+                found.add(k, frame)
                 last_frame = None
             else:
                 last_frame = (k, frame)
+            cutter.push(k, frame)
             n = k + 1
             bar.update(1)
         if last_frame is not None:  # close the last stride interval so tracks reach the end
-            detections[last_frame[0]] = det.detect(last_frame[1])
+            found.add(*last_frame)
+        detections = found.result()
     scenes = cutter.finish(n)
     dt = time.perf_counter() - t0
     log.info("analysed %s: %d frames, %d scenes, %.1f s", Path(path).name, n, len(scenes), dt)
@@ -92,3 +98,32 @@ def analyse_source(
         source_width=int(info.width), source_height=int(info.height), scenes=scenes,
         detections=detections, detect_stride=stride, seconds=dt,
     )
+
+
+class _Detections:
+    """Face detections by grid frame, run inline or on one helper thread (at most 8 frames queued)."""
+
+    def __init__(self, detector: FaceDetector, background: bool) -> None:
+        self._det = detector
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="shv-faces") if background else None
+        self._slots = threading.BoundedSemaphore(8)
+        self._found: dict[int, list[Detection] | Future] = {}
+
+    def add(self, k: int, frame) -> None:
+        if self._pool is None:
+            self._found[k] = self._det.detect(frame)
+            return
+        self._slots.acquire()
+        fut = self._pool.submit(self._det.detect, frame)
+        fut.add_done_callback(lambda _f: self._slots.release())
+        self._found[k] = fut
+
+    def result(self) -> dict[int, list[Detection]]:
+        return {k: v.result() if isinstance(v, Future) else v for k, v in self._found.items()}
+
+    def __enter__(self) -> _Detections:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)

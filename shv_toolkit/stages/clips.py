@@ -4,14 +4,19 @@ Rendering decodes the source frames covering a group of clips once at full resol
 resizes every frame in memory (:func:`shv_toolkit.stages.crop.apply_crop`), encodes each clip as
 H.264 yuv420p mp4 with an AAC track (PyAV, in-process, x264 ``threads=1`` so output is
 byte-identical across runs), writes the 16 kHz mono wav beside it, and verifies every mp4.
+Finished clips are scored, encoded and written on background threads while decoding goes on
+(``ClipConfig.threads``); each clip keeps its own single-threaded encoder, so the files do not
+depend on the thread count.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -240,6 +245,7 @@ def render_segment(
     vocals16k: np.ndarray | None = None,
     on_clip: OnClip | None = None,
     write_rejected: bool = True,
+    threads: int = 0,
 ) -> list[ClipFiles]:
     """Render ``specs`` of one source into ``out_dir`` with one decode per run of nearby clips.
 
@@ -253,6 +259,11 @@ def render_segment(
     clip's audio arrays before anything is written; its returned dict is stored in
     :attr:`ClipFiles.extra`. If that dict has ``keep`` False and ``write_rejected`` is False, no
     file is written for the clip. Every written mp4 is checked with :func:`verify_clip`.
+
+    ``threads``: 0 finishes each clip (``on_clip``, encode, write, verify) in the calling thread;
+    N > 0 finishes up to N clips at once in background threads while this thread goes on decoding and
+    cropping (x264 and mediapipe release the GIL). ``on_clip`` must then be safe to call from several
+    threads. The files are identical for every value: each clip has its own single-threaded encoder.
     Returns one :class:`ClipFiles` per spec, in the order of ``specs``.
     """
     out_dir = Path(out_dir)
@@ -262,33 +273,80 @@ def render_segment(
     for s in specs:
         if s.n_frames != n or len(s.boxes) != n:
             raise ValueError(f"clip {s.clip_id} has {s.n_frames} frames, expected {n}")
+    if threads < 0:
+        raise ValueError(f"threads must be >= 0, got {threads}")
     results: dict[str, ClipFiles] = {}
-    for run in _runs(specs, max_gap=int(round(2 * cfg.fps))):
-        r0 = min(s.start_frame for s in run)
-        r1 = max(s.end_frame for s in run)
-        by_start: dict[int, list[ClipSpec]] = {}
-        for s in run:
-            by_start.setdefault(s.start_frame, []).append(s)
-        active: list[tuple[ClipSpec, list[np.ndarray]]] = []
-        for k, frame in media.iter_frames(source_path, fps=cfg.fps, start=r0 / cfg.fps, end=r1 / cfg.fps):
-            for s in by_start.pop(k, ()):
-                active.append((s, []))
-            still = []
-            for s, buf in active:
-                buf.append(apply_crop(frame, s.boxes[k - s.start_frame], cfg.size))
-                if k == s.end_frame - 1:
-                    results[s.clip_id] = _finish_clip(s, np.stack(buf), out_dir, cfg, audio16k,
-                                                      vocals16k, on_clip, write_rejected, sr)
-                else:
-                    still.append((s, buf))
-            active = still
-        missing = [s.clip_id for s in run if s.clip_id not in results]
-        if missing:
-            raise MediaError(
-                f"{Path(source_path).name}: decoding ended before frame {r1} "
-                f"({len(missing)} clip(s) incomplete)"
-            )
+    with _ClipFinisher(threads) as finisher:
+        for run in _runs(specs, max_gap=int(round(2 * cfg.fps))):
+            r0 = min(s.start_frame for s in run)
+            r1 = max(s.end_frame for s in run)
+            by_start: dict[int, list[ClipSpec]] = {}
+            for s in run:
+                by_start.setdefault(s.start_frame, []).append(s)
+            active: list[tuple[ClipSpec, np.ndarray]] = []
+            for k, frame in media.iter_frames(source_path, fps=cfg.fps, start=r0 / cfg.fps, end=r1 / cfg.fps):
+                for s in by_start.pop(k, ()):
+                    active.append((s, np.empty((n, cfg.size, cfg.size, 3), np.uint8)))
+                still = []
+                for s, buf in active:
+                    apply_crop(frame, s.boxes[k - s.start_frame], cfg.size, out=buf[k - s.start_frame])
+                    if k == s.end_frame - 1:
+                        finisher.submit(s.clip_id, _finish_clip, s, buf, out_dir, cfg, audio16k, vocals16k,
+                                        on_clip, write_rejected, sr)
+                    else:
+                        still.append((s, buf))
+                active = still
+            missing = [s.clip_id for s in run if s.clip_id not in finisher.submitted]
+            if missing:
+                raise MediaError(
+                    f"{Path(source_path).name}: decoding ended before frame {r1} "
+                    f"({len(missing)} clip(s) incomplete)"
+                )
+        results = finisher.results()
     return [results[s.clip_id] for s in specs]
+
+
+class _ClipFinisher:
+    """Runs ``_finish_clip`` calls inline (``threads=0``) or on ``threads`` background threads with at
+    most ``threads + 1`` clips waiting or running (each holds its frames). The first exception is
+    raised from :meth:`submit` or :meth:`results`; clips not yet started are then cancelled, those
+    running finish (their files are written atomically either way)."""
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self.submitted: set[str] = set()
+        self._done: dict[str, ClipFiles] = {}
+        self._futures: dict[str, Future] = {}
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="shv-clip") if threads else None
+        self._slots = threading.BoundedSemaphore(threads + 1)
+
+    def submit(self, clip_id: str, fn: Callable[..., ClipFiles], *args: Any) -> None:
+        self.submitted.add(clip_id)
+        if self._pool is None:
+            self._done[clip_id] = fn(*args)
+            return
+        self._slots.acquire()
+        self._raise_failed()
+        fut = self._pool.submit(fn, *args)
+        fut.add_done_callback(lambda _f: self._slots.release())
+        self._futures[clip_id] = fut
+
+    def _raise_failed(self) -> None:
+        for fut in self._futures.values():
+            if fut.done() and fut.exception() is not None:
+                raise fut.exception()
+
+    def results(self) -> dict[str, ClipFiles]:
+        for clip_id, fut in self._futures.items():
+            self._done[clip_id] = fut.result()
+        return self._done
+
+    def __enter__(self) -> _ClipFinisher:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=exc_type is not None)
 
 
 def _finish_clip(

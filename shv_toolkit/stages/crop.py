@@ -108,10 +108,18 @@ def crop_decision(boxes: np.ndarray, frame_w: int, frame_h: int, cfg: FaceConfig
     return CropDecision(ok, pf, None if ok else REJECT_REASON)
 
 
-def apply_crop(frame: np.ndarray, box: CropBox | np.ndarray | tuple, out_size: int) -> np.ndarray:
+def apply_crop(frame: np.ndarray, box: CropBox | np.ndarray | tuple, out_size: int,
+               out: np.ndarray | None = None) -> np.ndarray:
     """Cut the crop square of ``box`` from ``frame`` (RGB uint8, source resolution), black outside
-    the frame, resized to ``(out_size, out_size, 3)`` uint8 (see the module docstring)."""
+    the frame, resized to ``(out_size, out_size, 3)`` uint8 (see the module docstring).
+
+    ``out``: a C-contiguous ``(out_size, out_size, 3)`` uint8 array to write the crop into (a frame of
+    a clip buffer, which spares one copy per frame); returned."""
     cx, cy, side = (box.cx, box.cy, box.side) if isinstance(box, CropBox) else map(float, box)
+    if out is not None and (out.shape != (out_size, out_size, 3) or out.dtype != np.uint8
+                            or not out.flags.c_contiguous):
+        raise ValueError(f"out must be a C-contiguous ({out_size}, {out_size}, 3) uint8 array, "
+                         f"got {out.shape} {out.dtype}")
     ox, oy, n = _rect(cx, cy, side)
     h, w = frame.shape[:2]
     xa, ya, xb, yb = max(ox, 0), max(oy, 0), min(ox + n, w), min(oy + n, h)
@@ -122,6 +130,12 @@ def apply_crop(frame: np.ndarray, box: CropBox | np.ndarray | tuple, out_size: i
         if xb > xa and yb > ya:
             sq[ya - oy:yb - oy, xa - ox:xb - ox] = frame[ya:yb, xa:xb]
     if n == out_size:
-        return np.ascontiguousarray(sq)
+        if out is None:
+            return np.ascontiguousarray(sq)
+        out[...] = sq
+        return out
     interp = cv2.INTER_AREA if n > out_size else cv2.INTER_CUBIC
-    return cv2.resize(sq, (out_size, out_size), interpolation=interp)
+    if out is None:
+        return cv2.resize(sq, (out_size, out_size), interpolation=interp)
+    cv2.resize(sq, (out_size, out_size), dst=out, interpolation=interp)
+    return out

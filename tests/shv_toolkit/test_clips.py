@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import replace
 
 import numpy as np
@@ -141,14 +142,61 @@ def test_render_writes_verified_clips(rendered, plan):
     assert not list(out.glob(".*partial*"))
 
 
-def test_render_is_byte_identical(rendered, source, plan, tmp_path):
+def test_render_is_byte_identical_on_clip_threads(rendered, source, plan, tmp_path):
+    """The fixture rendered in the calling thread; two clip threads give the same bytes, and the
+    clips really are finished on those threads, two at a time."""
     out, files, *_ , audio, vocals = rendered
     path = source[0]
-    files2 = render_segment(path, plan.specs, tmp_path, CCFG, audio, vocals)
+    assert len(plan.specs) == 2
+    started = {s.clip_id: threading.Event() for s in plan.specs}
+    seen_threads = {}
+
+    def on_clip(spec, frames, a, v):
+        seen_threads[spec.clip_id] = threading.current_thread().name
+        started[spec.clip_id].set()
+        # each clip waits (bounded) for the other one to start: only true concurrency passes
+        other = next(e for cid, e in started.items() if cid != spec.clip_id)
+        return {"both_running": other.wait(timeout=30)}
+
+    files2 = render_segment(path, plan.specs, tmp_path, CCFG, audio, vocals, on_clip=on_clip, threads=2)
     for f1, f2 in zip(files, files2, strict=True):
         for attr in ("video_path", "audio_path", "vocals_path"):
             assert (out / getattr(f1, attr)).read_bytes() == (tmp_path / getattr(f2, attr)).read_bytes()
-        assert f2.extra == {}
+        assert f2.extra == {"both_running": True}
+    assert all(name.startswith("shv-clip") for name in seen_threads.values()), seen_threads
+
+
+def test_render_thread_error_propagates_and_leaves_no_partial_file(source, plan, tmp_path):
+    path, _, audio = source
+
+    def on_clip(spec, frames, a, v):
+        if spec.clip_id == plan.specs[1].clip_id:
+            raise MediaError("scoring failed on purpose")
+        return {"keep": True}
+
+    with pytest.raises(MediaError, match="on purpose"):
+        render_segment(path, plan.specs, tmp_path, CCFG, audio, on_clip=on_clip, threads=2)
+    assert not list(tmp_path.glob(".*partial*"))
+    assert not (tmp_path / f"{plan.specs[1].clip_id}.mp4").exists()
+    with pytest.raises(ValueError, match="threads"):
+        render_segment(path, plan.specs, tmp_path, CCFG, audio, threads=-1)
+
+
+def test_clip_finisher_bounds_clips_in_flight():
+    """threads=1 holds at most 2 clips (one running, one waiting): the third submit waits for a slot."""
+    gate = threading.Event()
+    fin = clips_mod._ClipFinisher(threads=1)
+    with fin:
+        fin.submit("a", gate.wait, 30)
+        fin.submit("b", gate.wait, 30)
+        third = threading.Thread(target=fin.submit, args=("c", lambda: "done"))
+        third.start()
+        third.join(timeout=0.5)
+        blocked = third.is_alive()
+        gate.set()
+        third.join(timeout=30)
+        assert blocked and not third.is_alive()
+        assert fin.results() == {"a": True, "b": True, "c": "done"}
 
 
 def test_render_skips_rejected_and_no_audio(source, plan, tmp_path):

@@ -101,3 +101,17 @@ def test_face_fills_crop_scale_of_real_crop(shared_media):
     side2 = max(d2.x1 - d2.x0, d2.y1 - d2.y0)
     assert side2 == pytest.approx(0.5, abs=0.05)
     assert ((d2.x0 + d2.x1) / 2, (d2.y0 + d2.y1) / 2) == pytest.approx((0.5, 0.5), abs=0.05)
+
+
+def test_apply_crop_into_buffer_matches_and_checks_it():
+    rng = np.random.default_rng(3)
+    frame = rng.integers(0, 256, (288, 360, 3), dtype=np.uint8)
+    buf = np.zeros((2, 128, 128, 3), np.uint8)
+    for box in [CropBox(180, 140, 200), CropBox(20, 20, 200), CropBox(100, 100, 128), CropBox(180, 140, 90)]:
+        want = apply_crop(frame, box, 128)
+        got = apply_crop(frame, box, 128, out=buf[1])
+        assert np.shares_memory(got, buf) and np.array_equal(buf[1], want) and not buf[0].any()
+    with pytest.raises(ValueError, match="C-contiguous"):
+        apply_crop(frame, CropBox(180, 140, 200), 128, out=np.zeros((128, 128, 3), np.float32))
+    with pytest.raises(ValueError, match="C-contiguous"):
+        apply_crop(frame, CropBox(180, 140, 200), 128, out=np.zeros((128, 256, 3), np.uint8)[:, ::2])

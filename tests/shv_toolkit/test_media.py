@@ -154,3 +154,27 @@ def test_interlaced_video_is_deinterlaced(shared_media, tmp_path):
     upright = media.read_video(rotated)
     assert upright.shape == (25, 640, 360, 3)
     assert (upright == np.rot90(shown, k=1, axes=(1, 2))).all()
+
+
+@pytest.mark.parametrize(("fmt", "colorspace", "color_range"), [
+    ("yuv420p", None, None), ("yuv420p", "ITU709", None), ("yuv420p", None, "JPEG"),
+    ("yuvj420p", None, None), ("yuv420p10le", "ITU709", None), ("yuv444p", None, None),
+])
+def test_rgb_conversion_honours_colour_tags(real_frames, fmt, colorspace, color_range):
+    """The one-thread, kept reformatter of the decoders gives exactly the pixels of PyAV's own
+    ``to_ndarray(format="rgb24")`` (which honours the frame's colour matrix and range tags)."""
+    import av
+    from av.video.reformatter import VideoReformatter
+
+    rf = VideoReformatter()
+    for rgb in real_frames[:3]:
+        cs = getattr(av.video.reformatter.Colorspace, colorspace or "DEFAULT")
+        cr = getattr(av.video.reformatter.ColorRange, color_range or "UNSPECIFIED")
+        # encoded with the matrix and range the tags then declare
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(
+            format=fmt, dst_colorspace=cs, dst_color_range=cr)
+        frame.colorspace, frame.color_range = cs, cr
+        want = frame.to_ndarray(format="rgb24")
+        got = media._to_rgb(frame, None, reformatter=rf)
+        assert np.array_equal(got, want)
+        assert np.abs(got.astype(int) - rgb).mean() < 4  # and it is the picture, not just the same bytes

@@ -106,6 +106,46 @@ def test_rerun_is_idempotent_and_skips_done_sources(sample_build, tmp_path):
     assert {p: p.stat().st_mtime_ns for p in (out / "clips").rglob("*.mp4")} == clip_mtimes
 
 
+def test_one_core_build_is_identical_to_the_threaded_default(sample_build, tmp_path):
+    """The default build (clip and face-detection helper threads) and ``clips.threads=0`` (all in one
+    thread) write the same manifests and byte-identical clips; OpenCV's own thread count is put back."""
+    import cv2
+
+    from shv_toolkit.config import BuildConfig
+    from shv_toolkit.pipeline import _MODELS, run_build
+
+    ref_out, _ = sample_build
+    ref = _tables(ref_out)
+    cfg = BuildConfig()
+    cfg.clips.threads = 0
+    cv2_threads = cv2.getNumThreads()
+    run_build(REPO / "manifests/sample/urls.txt", tmp_path, cfg, progress=False)
+    assert cv2.getNumThreads() == cv2_threads and not _MODELS
+    got = _tables(tmp_path)
+    for name in MANIFESTS:
+        pd.testing.assert_frame_equal(ref[name].drop(columns=["local_path"], errors="ignore"),
+                                      got[name].drop(columns=["local_path"], errors="ignore"))
+    assert _file_digests(tmp_path, got["clips"]) == _file_digests(ref_out, ref["clips"])
+
+
+def test_model_pool_lends_one_instance_per_concurrent_user():
+    from shv_toolkit.pipeline import _ModelPool
+
+    class Model:
+        closed = 0
+
+        def close(self):
+            Model.closed += 1
+
+    pool = _ModelPool(Model)
+    with pool.borrow() as a, pool.borrow() as b:
+        assert a is not b and len(pool) == 2
+    with pool.borrow() as c:  # a free one is reused
+        assert c in (a, b) and len(pool) == 2
+    pool.close()
+    assert Model.closed == 2 and len(pool) == 0
+
+
 def _run_cli(urls: Path, out: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "shv_toolkit.cli", "--urls", str(urls), "--out", str(out), "--no-progress"],
@@ -211,7 +251,8 @@ def test_usage_errors_exit_2(tmp_path):
     lst.write_text("")
     assert cli_main(["--urls", str(lst), "--out", str(tmp_path / "o"), "--config", str(cfg)]) == 2
     # values that would only fail deep inside a build (x264 4:2:0 needs an even size) are refused up front
-    for bad_yaml in ("clips:\n  size: 511\n", "faces:\n  detect_stride: 0\n", "faces:\n  crop_scale: 1.5\n"):
+    for bad_yaml in ("clips:\n  size: 511\n", "faces:\n  detect_stride: 0\n", "faces:\n  crop_scale: 1.5\n",
+                     "clips:\n  threads: -2\n"):
         cfg.write_text(bad_yaml)
         assert cli_main(["--urls", str(lst), "--out", str(tmp_path / "o"), "--config", str(cfg)]) == 2
     from shv_toolkit.config import BuildConfig
@@ -225,6 +266,7 @@ def test_usage_errors_exit_2(tmp_path):
     assert not (tmp_path / "api").exists()
     # a setting no source can work with is refused once, before the build, not recorded N times
     assert cli_main(["--urls", str(lst), "--out", str(tmp_path / "o"), "--cookies", str(tmp_path / "none")]) == 2
+    assert cli_main(["--urls", str(lst), "--out", str(tmp_path / "o"), "--threads", "-1"]) == 2
     with pytest.raises(SystemExit) as e:
         cli_main(["--out", str(tmp_path)])
     assert e.value.code == 2
