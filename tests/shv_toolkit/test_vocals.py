@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,32 @@ def test_spleeter_long_inputs_in_blocks(spleeter: V.SpleeterSeparator, falcon: d
     # measured: whole +0.68 dB, blocks +2.13 dB SI-SDR against the true vocals (44.1 kHz)
     assert si_sdr(blocks.mean(0), ref) > si_sdr(whole.mean(0), ref) - 1.0
     assert si_sdr(blocks.mean(0), ref) > si_sdr(mix.mean(0), ref) + 7.0
+
+
+def test_spleeter_nets_side_by_side_give_the_same_vocals(spleeter: V.SpleeterSeparator, falcon: dict,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """threads=2 runs the vocals and accompaniment U-Nets on two threads (without autograd there
+    too); the output is bit-identical to one thread at the pipeline's one torch intra-op thread."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = spleeter.separate_stereo(falcon["mix"])
+        grad_modes = []
+        for net in spleeter.nets:
+            real = net.forward
+
+            def forward(x, _real=real):
+                grad_modes.append((threading.current_thread().name, torch.is_grad_enabled()))
+                return _real(x)
+
+            monkeypatch.setattr(net, "forward", forward)
+        spleeter.threads = 2
+        two = spleeter.separate_stereo(falcon["mix"])
+    finally:
+        spleeter.threads = 1
+        torch.set_num_threads(threads)
+    assert np.array_equal(one, two)
+    assert grad_modes and all(name.startswith("shv-spleeter") and not grad for name, grad in grad_modes)
 
 
 def test_spleeter_version_and_silence(spleeter: V.SpleeterSeparator) -> None:
