@@ -6,9 +6,11 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
@@ -57,8 +59,8 @@ def analyse_source(
     """Decode ``path`` once at analysis resolution; detect scenes on every frame and faces on
     every ``face_cfg.detect_stride``-th grid frame (``k % stride == 0``) and on the last frame.
 
-    ``threads`` > 0 runs face detection on a helper thread while this one decodes and cuts scenes
-    (mediapipe releases the GIL); the detections are the same either way.
+    ``threads`` > 0 runs face detection and scene cutting on two helper threads while this one decodes
+    (mediapipe, OpenCV and NumPy release the GIL); the result is the same either way.
     Raises :class:`shv_toolkit.errors.MediaError` for unreadable input.
     """
     t0 = time.perf_counter()
@@ -67,29 +69,30 @@ def analyse_source(
         raise MediaError(f"no video stream: {Path(path).name}")
     stride = max(1, int(face_cfg.detect_stride))
     cutter = SceneCutter(scene_cfg, fps=fps)
-    detections: dict[int, list[Detection]] = {}
+    found: dict[int, list[Detection] | Future] = {}
     n = 0
     size = (0, 0)
     total = int(round(info.duration * fps)) or None
     last_frame = None
-    with FaceDetector(face_cfg) as det, _Detections(det, threads > 0) as found, tqdm(
-        total=total, desc=f"analyse {Path(path).name[:30]}", unit="f", disable=not progress,
-        leave=False,
-    ) as bar:
+    with FaceDetector(face_cfg) as det, _Helper(det.detect, threads > 0, "shv-faces") as detect, \
+            _Helper(cutter.push, threads > 0, "shv-scenes") as cut, tqdm(
+                total=total, desc=f"analyse {Path(path).name[:30]}", unit="f", disable=not progress,
+                leave=False) as bar:
         for k, frame in media.iter_frames(path, fps=fps, max_side=scene_cfg.analysis_max_side):
             if n == 0:
                 size = (frame.shape[1], frame.shape[0])
             if k % stride == 0:
-                found.add(k, frame)
+                found[k] = detect(frame)
                 last_frame = None
             else:
                 last_frame = (k, frame)
-            cutter.push(k, frame)
+            cut(k, frame)
             n = k + 1
             bar.update(1)
         if last_frame is not None:  # close the last stride interval so tracks reach the end
-            found.add(*last_frame)
-        detections = found.result()
+            found[last_frame[0]] = detect(last_frame[1])
+        detections = {k: _Helper.value(v) for k, v in found.items()}
+        cut.join()
     scenes = cutter.finish(n)
     dt = time.perf_counter() - t0
     log.info("analysed %s: %d frames, %d scenes, %.1f s", Path(path).name, n, len(scenes), dt)
@@ -100,28 +103,44 @@ def analyse_source(
     )
 
 
-class _Detections:
-    """Face detections by grid frame, run inline or on one helper thread (at most 8 frames queued)."""
+class _Helper:
+    """Calls ``fn`` in call order, inline (returns its result) or on one helper thread (returns a
+    :class:`Future`; at most 8 calls queued, each holding its frame). A failed call is raised from the
+    next call, from :meth:`join` or from :meth:`value`."""
 
-    def __init__(self, detector: FaceDetector, background: bool) -> None:
-        self._det = detector
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="shv-faces") if background else None
+    def __init__(self, fn: Callable[..., Any], background: bool, name: str) -> None:
+        self._fn = fn
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix=name) if background else None
         self._slots = threading.BoundedSemaphore(8)
-        self._found: dict[int, list[Detection] | Future] = {}
+        self._error: BaseException | None = None
 
-    def add(self, k: int, frame) -> None:
+    def _done(self, fut: Future) -> None:
+        if not fut.cancelled() and fut.exception() is not None and self._error is None:
+            self._error = fut.exception()
+        self._slots.release()
+
+    def __call__(self, *args: Any) -> Any:
         if self._pool is None:
-            self._found[k] = self._det.detect(frame)
-            return
+            return self._fn(*args)
+        if self._error is not None:
+            raise self._error
         self._slots.acquire()
-        fut = self._pool.submit(self._det.detect, frame)
-        fut.add_done_callback(lambda _f: self._slots.release())
-        self._found[k] = fut
+        fut = self._pool.submit(self._fn, *args)
+        fut.add_done_callback(self._done)
+        return fut
 
-    def result(self) -> dict[int, list[Detection]]:
-        return {k: v.result() if isinstance(v, Future) else v for k, v in self._found.items()}
+    def join(self) -> None:
+        """Wait for every call; raise the first failure."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            if self._error is not None:
+                raise self._error
 
-    def __enter__(self) -> _Detections:
+    @staticmethod
+    def value(v: Any) -> Any:
+        return v.result() if isinstance(v, Future) else v
+
+    def __enter__(self) -> _Helper:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
