@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from tqdm import tqdm
 
 from shv_toolkit import media
 from shv_toolkit.config import FaceConfig, SceneConfig
 from shv_toolkit.errors import MediaError
+from shv_toolkit.helpers import HelperCalls
 from shv_toolkit.stages.faces import Detection, FaceDetector
 from shv_toolkit.stages.scenes import Scene, SceneCutter
 
@@ -74,25 +72,27 @@ def analyse_source(
     size = (0, 0)
     total = int(round(info.duration * fps)) or None
     last_frame = None
-    with FaceDetector(face_cfg) as det, _Helper(det.detect, threads > 0, "shv-faces") as detect, \
-            _Helper(cutter.push, threads > 0, "shv-scenes") as cut, tqdm(
+    helpers = 1 if threads > 0 else 0
+    with FaceDetector(face_cfg) as det, HelperCalls(helpers, "shv-faces", max_pending=8) as detect, \
+            HelperCalls(helpers, "shv-scenes", max_pending=8) as cut, tqdm(
                 total=total, desc=f"analyse {Path(path).name[:30]}", unit="f", disable=not progress,
                 leave=False) as bar:
         for k, frame in media.iter_frames(path, fps=fps, max_side=scene_cfg.analysis_max_side):
             if n == 0:
                 size = (frame.shape[1], frame.shape[0])
             if k % stride == 0:
-                found[k] = detect(frame)
+                found[k] = detect.submit(det.detect, frame)
                 last_frame = None
             else:
                 last_frame = (k, frame)
-            cut(k, frame)
+            cut.submit(cutter.push, k, frame)
             n = k + 1
             bar.update(1)
         if last_frame is not None:  # close the last stride interval so tracks reach the end
-            found[last_frame[0]] = detect(last_frame[1])
-        detections = {k: _Helper.value(v) for k, v in found.items()}
+            found[last_frame[0]] = detect.submit(det.detect, last_frame[1])
+        detect.join()
         cut.join()
+        detections = {k: HelperCalls.value(v) for k, v in found.items()}
     scenes = cutter.finish(n)
     dt = time.perf_counter() - t0
     log.info("analysed %s: %d frames, %d scenes, %.1f s", Path(path).name, n, len(scenes), dt)
@@ -102,47 +102,3 @@ def analyse_source(
         detections=detections, detect_stride=stride, seconds=dt,
     )
 
-
-class _Helper:
-    """Calls ``fn`` in call order, inline (returns its result) or on one helper thread (returns a
-    :class:`Future`; at most 8 calls queued, each holding its frame). A failed call is raised from the
-    next call, from :meth:`join` or from :meth:`value`."""
-
-    def __init__(self, fn: Callable[..., Any], background: bool, name: str) -> None:
-        self._fn = fn
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix=name) if background else None
-        self._slots = threading.BoundedSemaphore(8)
-        self._error: BaseException | None = None
-
-    def _done(self, fut: Future) -> None:
-        if not fut.cancelled() and fut.exception() is not None and self._error is None:
-            self._error = fut.exception()
-        self._slots.release()
-
-    def __call__(self, *args: Any) -> Any:
-        if self._pool is None:
-            return self._fn(*args)
-        if self._error is not None:
-            raise self._error
-        self._slots.acquire()
-        fut = self._pool.submit(self._fn, *args)
-        fut.add_done_callback(self._done)
-        return fut
-
-    def join(self) -> None:
-        """Wait for every call; raise the first failure."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-            if self._error is not None:
-                raise self._error
-
-    @staticmethod
-    def value(v: Any) -> Any:
-        return v.result() if isinstance(v, Future) else v
-
-    def __enter__(self) -> _Helper:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)

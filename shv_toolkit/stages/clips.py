@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 import uuid
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ import numpy as np
 from shv_toolkit import media
 from shv_toolkit.config import ClipConfig, FaceConfig
 from shv_toolkit.errors import MediaError
+from shv_toolkit.helpers import HelperCalls
 from shv_toolkit.stages.analysis import SourceAnalysis
 from shv_toolkit.stages.crop import apply_crop, crop_boxes, crop_decision, face_side_px
 from shv_toolkit.stages.faces import Track, smooth_track, track_faces
@@ -273,10 +272,8 @@ def render_segment(
     for s in specs:
         if s.n_frames != n or len(s.boxes) != n:
             raise ValueError(f"clip {s.clip_id} has {s.n_frames} frames, expected {n}")
-    if threads < 0:
-        raise ValueError(f"threads must be >= 0, got {threads}")
-    results: dict[str, ClipFiles] = {}
-    with _ClipFinisher(threads) as finisher:
+    finished: dict[str, Any] = {}  # clip id -> ClipFiles, or its Future on a helper thread
+    with HelperCalls(threads, "shv-clip") as finisher:
         for run in _runs(specs, max_gap=int(round(2 * cfg.fps))):
             r0 = min(s.start_frame for s in run)
             r1 = max(s.end_frame for s in run)
@@ -291,62 +288,19 @@ def render_segment(
                 for s, buf in active:
                     apply_crop(frame, s.boxes[k - s.start_frame], cfg.size, out=buf[k - s.start_frame])
                     if k == s.end_frame - 1:
-                        finisher.submit(s.clip_id, _finish_clip, s, buf, out_dir, cfg, audio16k, vocals16k,
-                                        on_clip, write_rejected, sr)
+                        finished[s.clip_id] = finisher.submit(_finish_clip, s, buf, out_dir, cfg, audio16k,
+                                                              vocals16k, on_clip, write_rejected, sr)
                     else:
                         still.append((s, buf))
                 active = still
-            missing = [s.clip_id for s in run if s.clip_id not in finisher.submitted]
+            missing = [s.clip_id for s in run if s.clip_id not in finished]
             if missing:
                 raise MediaError(
                     f"{Path(source_path).name}: decoding ended before frame {r1} "
                     f"({len(missing)} clip(s) incomplete)"
                 )
-        results = finisher.results()
-    return [results[s.clip_id] for s in specs]
-
-
-class _ClipFinisher:
-    """Runs ``_finish_clip`` calls inline (``threads=0``) or on ``threads`` background threads with at
-    most ``threads + 1`` clips waiting or running (each holds its frames). The first exception is
-    raised from :meth:`submit` or :meth:`results`; clips not yet started are then cancelled, those
-    running finish (their files are written atomically either way)."""
-
-    def __init__(self, threads: int) -> None:
-        self.threads = threads
-        self.submitted: set[str] = set()
-        self._done: dict[str, ClipFiles] = {}
-        self._futures: dict[str, Future] = {}
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="shv-clip") if threads else None
-        self._slots = threading.BoundedSemaphore(threads + 1)
-
-    def submit(self, clip_id: str, fn: Callable[..., ClipFiles], *args: Any) -> None:
-        self.submitted.add(clip_id)
-        if self._pool is None:
-            self._done[clip_id] = fn(*args)
-            return
-        self._slots.acquire()
-        self._raise_failed()
-        fut = self._pool.submit(fn, *args)
-        fut.add_done_callback(lambda _f: self._slots.release())
-        self._futures[clip_id] = fut
-
-    def _raise_failed(self) -> None:
-        for fut in self._futures.values():
-            if fut.done() and fut.exception() is not None:
-                raise fut.exception()
-
-    def results(self) -> dict[str, ClipFiles]:
-        for clip_id, fut in self._futures.items():
-            self._done[clip_id] = fut.result()
-        return self._done
-
-    def __enter__(self) -> _ClipFinisher:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=exc_type is not None)
+        finisher.join()
+    return [HelperCalls.value(finished[s.clip_id]) for s in specs]
 
 
 def _finish_clip(

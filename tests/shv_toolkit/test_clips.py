@@ -182,23 +182,6 @@ def test_render_thread_error_propagates_and_leaves_no_partial_file(source, plan,
         render_segment(path, plan.specs, tmp_path, CCFG, audio, threads=-1)
 
 
-def test_clip_finisher_bounds_clips_in_flight():
-    """threads=1 holds at most 2 clips (one running, one waiting): the third submit waits for a slot."""
-    gate = threading.Event()
-    fin = clips_mod._ClipFinisher(threads=1)
-    with fin:
-        fin.submit("a", gate.wait, 30)
-        fin.submit("b", gate.wait, 30)
-        third = threading.Thread(target=fin.submit, args=("c", lambda: "done"))
-        third.start()
-        third.join(timeout=0.5)
-        blocked = third.is_alive()
-        gate.set()
-        third.join(timeout=30)
-        assert blocked and not third.is_alive()
-        assert fin.results() == {"a": True, "b": True, "c": "done"}
-
-
 def test_render_skips_rejected_and_no_audio(source, plan, tmp_path):
     path, _, _ = source
     spec = plan.specs[1]
