@@ -133,8 +133,8 @@ def main() -> None:
         c_base = cpu_seconds(resource.RUSAGE_CHILDREN) - c
         info = media.probe(src)
         print(f"source: {args.seconds:.0f} s real video, {info.width}x{info.height}, {len(kept)} kept clips; "
-              f"vocals={args.vocals}; shv-build workers={args.workers}, clip threads="
-              f"{cfg.render_threads(args.workers)}; ffmpeg threads={'1' if one_core else 'auto'}")
+              f"vocals={args.vocals}; shv-build workers={args.workers}, helper threads="
+              f"{cfg.helper_threads(args.workers)}; ffmpeg threads={'1' if one_core else 'auto'}")
         print(f"  shv-build total            {t_build:7.2f} s wall, {c_build:6.2f} s CPU   "
               f"(stages: {summary.stage_seconds})")
         print(f"  ffmpeg decode alone        {t_decode:7.2f} s wall")

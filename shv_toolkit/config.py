@@ -81,10 +81,12 @@ class ClipConfig:
     preset: str = "veryfast"
     sample_rate: int = 16000  # wav beside each clip (mono)
     mp4_audio_rate: int = 16000  # AAC track of the mp4
-    # Clips scored and encoded at once on background threads while the render task's own thread decodes
-    # and crops (x264 and mediapipe release the GIL). None: auto, the CPU cores this process may use
-    # divided by the local worker processes (at least 1, at most 8); 0: everything in the decoding
-    # thread (one core). Output is byte-identical for every value, so it is not part of the config hash.
+    # Helper threads of a task (x264, mediapipe, OpenCV and torch release the GIL): a render task scores
+    # and encodes this many finished clips at once while its own thread decodes and crops, and runs
+    # Spleeter's two U-Nets side by side; an analysis task (any value > 0) detects faces and cuts scenes
+    # beside its decoding thread. None: auto, the CPU cores this process may use divided by the local
+    # worker processes (at least 1, at most 8; 1 on Ray); 0: everything in one thread. Output is
+    # byte-identical for every value, so it is not part of the config hash.
     threads: int | None = None
 
 
@@ -155,10 +157,13 @@ class BuildConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
-    def render_threads(self, workers: int = 1) -> int:
-        """``clips.threads`` resolved: auto (None) is the usable CPU cores / ``workers``, in [1, 8]."""
+    def helper_threads(self, workers: int = 1, local: bool = True) -> int:
+        """``clips.threads`` resolved. Auto (None): the usable CPU cores / ``workers`` local worker
+        processes, in [1, 8]; 1 off the local engine (Ray runs one task per CPU it schedules)."""
         if self.clips.threads is not None:
             return int(self.clips.threads)
+        if not local:
+            return 1
         try:
             cores = len(os.sched_getaffinity(0))
         except AttributeError:  # not on Linux

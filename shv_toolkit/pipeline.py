@@ -346,7 +346,7 @@ class SourceProcessor:
             return None  # without importing the separators (and torch)
         from shv_toolkit.stages.vocals import make_separator
 
-        threads = self.cfg.render_threads()
+        threads = self.cfg.helper_threads()
         key = "separator:" + json.dumps([dataclasses.asdict(self.cfg.vocals), self.progress, threads], sort_keys=True)
         if key not in _MODELS:
             _MODELS[key] = make_separator(self.cfg.vocals, progress=self.progress, threads=threads)
@@ -400,7 +400,7 @@ class SourceProcessor:
 
         t = time.perf_counter()
         analysis = analyse_source(src_path, cfg.scenes, cfg.faces, fps=cfg.clips.fps, progress=self.progress,
-                                  threads=cfg.render_threads())
+                                  threads=cfg.helper_threads())
         timings["analysis"] = time.perf_counter() - t
         t = time.perf_counter()
         plan = plan_source(analysis, spec.source_id, cfg.faces, cfg.clips)
@@ -485,7 +485,7 @@ class SourceProcessor:
             return {"scores": scores, "keep": keep, "drop_reason": reason}
 
         files = render_segment(src_path, specs, clip_dir, cfg.clips, audio16, vocals16,
-                               on_clip=on_clip, write_rejected=False, threads=cfg.render_threads())
+                               on_clip=on_clip, write_rejected=False, threads=cfg.helper_threads())
         rows = [self._clip_row(group.source_id, cs, cf, clip_dir, vocals_backend)
                 for cs, cf in zip(specs, files, strict=True)]
         timings["render"] = time.perf_counter() - t
@@ -710,16 +710,12 @@ class _Driver:
         self.config_hash = cfg.config_hash()
         in_process = bool(getattr(engine, "in_process", False))
         out = str(layout.out)
-        # helper threads of a task: auto shares this machine's cores among the local workers; on Ray,
-        # which places one task per CPU it schedules, auto is one helper thread. Tasks still ask for one
-        # CPU: asking for more than a node has would leave them unschedulable.
+        # helper threads of a task, resolved once for every task. Tasks still ask the engine for one CPU:
+        # asking for more than a node has would leave them unschedulable.
         from shv_toolkit.engines.local import LocalEngine
 
-        if cfg.clips.threads is None and not isinstance(engine, LocalEngine):
-            self.render_threads = 1
-        else:
-            self.render_threads = cfg.render_threads(engine.workers)
-        tcfg = dataclasses.replace(cfg, clips=dataclasses.replace(cfg.clips, threads=self.render_threads))
+        self.helper_threads = cfg.helper_threads(engine.workers, local=isinstance(engine, LocalEngine))
+        tcfg = dataclasses.replace(cfg, clips=dataclasses.replace(cfg.clips, threads=self.helper_threads))
         self.analyse_fn = AnalyseTask(tcfg, out, group_clips, progress=progress and in_process)
         self.render_fn = RenderTask(tcfg, out, progress=progress and in_process)
         # separation on a GPU: render tasks ask for one (Ray places them on GPU nodes)

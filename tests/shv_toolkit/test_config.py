@@ -15,7 +15,7 @@ def test_threads_are_not_hashed_but_validated():
     for threads in (0, 1, 7):
         cfg = BuildConfig.from_dict({"clips": {"threads": threads}})
         assert cfg.config_hash() == base.config_hash()
-        assert cfg.render_threads(workers=3) == threads
+        assert cfg.helper_threads(workers=3) == threads
     assert BuildConfig.from_dict({"clips": {"crf": 20}}).config_hash() != base.config_hash()
     for bad in (-1, 1.5, "2", True):
         with pytest.raises(UsageError, match="clips.threads"):
@@ -26,6 +26,9 @@ def test_auto_threads_share_the_cores_among_workers():
     cores = len(os.sched_getaffinity(0))
     cfg = BuildConfig()
     assert cfg.clips.threads is None
-    assert cfg.render_threads() == max(1, min(8, cores))
-    assert cfg.render_threads(workers=cores) == 1
-    assert cfg.render_threads(workers=10 * cores) == 1
+    assert cfg.helper_threads() == max(1, min(8, cores))
+    assert cfg.helper_threads(workers=cores) == 1
+    assert cfg.helper_threads(workers=10 * cores) == 1
+    assert cfg.helper_threads(local=False) == 1  # Ray: one task per CPU it schedules
+    cfg.clips.threads = 3
+    assert cfg.helper_threads(local=False) == 3

@@ -230,7 +230,7 @@ def test_helper_threads_never_make_tasks_unschedulable(reference, two_sources, r
     from shv_toolkit.pipeline import _Driver
 
     driver = _Driver(BuildLayout(tmp_path / "d"), BuildConfig(), ray_engine, GROUP, progress=False)
-    assert driver.render_threads == 1 and driver.render_fn.cfg.clips.threads == 1
+    assert driver.helper_threads == 1 and driver.render_fn.cfg.clips.threads == 1
     cfg = BuildConfig()
     cfg.clips.threads = 3  # the private instance has 2 CPUs
     asked = []
