@@ -1,8 +1,9 @@
 """The one place that knows how media is probed, decoded and encoded.
 
 Everything runs in-process through PyAV (its wheels ship FFmpeg with libx264 and AAC), so no
-subprocess is started per clip. Video is always handed out as RGB ``uint8`` arrays of shape
-``(H, W, 3)`` on a constant-frame-rate grid; audio as ``float32`` mono arrays.
+subprocess is started per clip. Video is handed out as RGB ``uint8`` arrays of shape ``(H, W, 3)`` on
+a constant-frame-rate grid (:func:`iter_frames`), or unconverted (:func:`iter_source_frames`) for
+cutting clips from a frame's own 4:2:0 planes; audio as ``float32`` mono arrays.
 
 Conventions (used by every stage and by the metrics):
 
@@ -253,18 +254,59 @@ def _progressive(decoded: Iterable[av.VideoFrame], stream: av.video.stream.Video
     yield from drain()
 
 
-def iter_frames(
+#: H.273 matrix coefficients a 4:2:0 frame may keep through cropping (swscale converts them to RGB and
+#: x264 tags them): 1 BT.709, 2 unspecified (read as BT.601), 5 BT.470BG and 6 SMPTE 170M (both BT.601)
+PASS_THROUGH_MATRICES = frozenset({1, 2, 5, 6})
+
+
+class SourceFrame:
+    """A decoded frame on the constant-rate grid, not yet converted.
+
+    :meth:`rgb` gives what :func:`iter_frames` yields; :meth:`yuv420` gives the frame's own 8-bit
+    limited-range 4:2:0 planes when they can be cropped as they are (square pixels, no rotation, a
+    matrix in :data:`PASS_THROUGH_MATRICES`), which spares an RGB round trip (and its rounding noise,
+    which costs x264 bits and time) when clips are cut from it. Valid until the next frame is decoded.
+    """
+
+    __slots__ = ("frame", "_sar", "_rf")
+
+    def __init__(self, frame: av.VideoFrame, sar: Fraction, reformatter: VideoReformatter) -> None:
+        self.frame = frame
+        self._sar = sar
+        self._rf = reformatter
+
+    def rgb(self, max_side: int | None = None) -> np.ndarray:
+        """``(H, W, 3)`` uint8 RGB as a viewer shows it (see :func:`iter_frames`)."""
+        return _to_rgb(self.frame, max_side, self._sar, self._rf)
+
+    @property
+    def colorspace(self) -> int:
+        """H.273 matrix coefficients of the frame (2 = unspecified)."""
+        return int(self.frame.colorspace)
+
+    def yuv420(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """Views ``(Y, U, V)`` of the frame's planes (``H x W``, ``ceil(H/2) x ceil(W/2)``), or None when
+        the frame is not plain limited-range 8-bit 4:2:0 shown as stored (see the class docstring)."""
+        f = self.frame
+        if (f.format.name != "yuv420p" or int(f.color_range) == 2 or self._sar != 1
+                or int(round(getattr(f, "rotation", 0) or 0)) % 360
+                or int(f.colorspace) not in PASS_THROUGH_MATRICES):
+            return None
+        w, h = f.width, f.height
+        sizes = ((h, w), ((h + 1) // 2, (w + 1) // 2), ((h + 1) // 2, (w + 1) // 2))
+        return tuple(  # type: ignore[return-value]
+            np.frombuffer(plane, np.uint8).reshape(ph, plane.line_size)[:, :pw]
+            for plane, (ph, pw) in zip(f.planes, sizes, strict=True)
+        )
+
+
+def iter_source_frames(
     path: str | os.PathLike,
     fps: float = 25.0,
     start: float = 0.0,
     end: float | None = None,
-    max_side: int | None = None,
-) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(k, rgb)`` for the constant-rate grid ``t_k = k / fps`` with ``start <= t_k < end``.
-
-    ``k`` counts from 0 at the start of the file (not of the window), so indices from windows of
-    the same file agree. ``max_side`` downsizes frames (keeping aspect ratio) for analysis passes.
-    """
+) -> Iterator[tuple[int, SourceFrame]]:
+    """Like :func:`iter_frames`, but yields each grid frame unconverted (:class:`SourceFrame`)."""
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}")
     k = max(0, int(np.ceil(start * fps - _EPS)))
@@ -292,7 +334,7 @@ def iter_frames(
                     if end is not None and tk >= end - _EPS:
                         return
                     if tk >= prev_t - _EPS:
-                        yield k, _to_rgb(prev, max_side, sar, rf)
+                        yield k, SourceFrame(prev, sar, rf)
                     k += 1
                 prev, prev_t = frame, t
             if prev is None:
@@ -300,10 +342,46 @@ def iter_frames(
             # last frame is shown for one nominal frame duration
             nominal = 1.0 / float(stream.average_rate or stream.guessed_rate or fps)
             while k / fps < prev_t + nominal - _EPS and (end is None or k / fps < end - _EPS):
-                yield k, _to_rgb(prev, max_side, sar, rf)
+                yield k, SourceFrame(prev, sar, rf)
                 k += 1
         except av.FFmpegError as exc:
             raise MediaError(f"decoding failed in {Path(path).name} at frame {k}: {exc}") from exc
+
+
+def iter_frames(
+    path: str | os.PathLike,
+    fps: float = 25.0,
+    start: float = 0.0,
+    end: float | None = None,
+    max_side: int | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(k, rgb)`` for the constant-rate grid ``t_k = k / fps`` with ``start <= t_k < end``.
+
+    ``k`` counts from 0 at the start of the file (not of the window), so indices from windows of
+    the same file agree. ``max_side`` downsizes frames (keeping aspect ratio) for analysis passes.
+    """
+    for k, sf in iter_source_frames(path, fps=fps, start=start, end=end):
+        yield k, sf.rgb(max_side)
+
+
+def rgb_to_i420(rgb: np.ndarray, colorspace: int = 2, reformatter: VideoReformatter | None = None) -> np.ndarray:
+    """Limited-range I420 ``(3H/2, W)`` of an RGB image with H.273 matrix ``colorspace`` (BT.601 for 2, 5
+    and 6, by OpenCV; others by swscale)."""
+    rgb = np.ascontiguousarray(rgb)
+    if int(colorspace) in (2, 5, 6):
+        return cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
+    vf = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+    out = (reformatter or VideoReformatter()).reformat(vf, format="yuv420p", dst_colorspace=int(colorspace),
+                                                       dst_color_range=1, threads=1)
+    return out.to_ndarray()
+
+
+def i420_to_rgb(yuv: np.ndarray, colorspace: int = 2, reformatter: VideoReformatter | None = None) -> np.ndarray:
+    """``(H, W, 3)`` RGB of one limited-range I420 image ``(3H/2, W)`` with H.273 matrix ``colorspace``,
+    converted by swscale as :func:`iter_frames` converts a decoded frame."""
+    vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(yuv), format="yuv420p")
+    vf.colorspace = int(colorspace)
+    return (reformatter or VideoReformatter()).reformat(vf, format="rgb24", threads=1).to_ndarray()
 
 
 def read_video(
@@ -385,7 +463,8 @@ def _tmp_name(path: Path) -> Path:
 
 
 class VideoWriter:
-    """Encode RGB frames (and optional mono audio) to H.264/AAC mp4, written atomically.
+    """Encode RGB frames (:meth:`write`, stored as BT.601) or I420 images (:meth:`write_i420`, stored
+    as given and tagged with ``colorspace``), and optional mono audio, to H.264/AAC mp4, atomically.
 
     Frames go to a hidden temporary file that is renamed to ``path`` on :meth:`close`; if the
     writer is abandoned (exception, kill) only the temporary file is left, never a half clip.
@@ -400,6 +479,7 @@ class VideoWriter:
         crf: int = 18,
         preset: str = "veryfast",
         audio_rate: int | None = None,
+        colorspace: int | None = None,
     ) -> None:
         if width % 2 or height % 2 or width < 2 or height < 2:
             raise ValueError(f"H.264 4:2:0 needs an even width and height, got {width}x{height}")
@@ -413,6 +493,10 @@ class VideoWriter:
         self._v.pix_fmt = "yuv420p"
         # deterministic output: fixed thread count makes x264 bit-exact across runs and machines
         self._v.options = {"crf": str(crf), "preset": preset, "threads": "1"}
+        if colorspace is not None and int(colorspace) != 2:  # tag the matrix of frames given to write_i420
+            self._v.codec_context.colorspace = int(colorspace)
+            self._v.codec_context.color_range = 1  # limited (MPEG)
+        self.colorspace = 2 if colorspace is None else int(colorspace)
         self._a = None
         if audio_rate:
             self._a = self._c.add_stream("aac", rate=audio_rate)
@@ -429,10 +513,18 @@ class VideoWriter:
             raise ValueError(f"expected (H, W, 3) uint8 frame, got {frame.shape} {frame.dtype}")
         if frame.shape[:2] != (self.height, self.width):
             raise ValueError(f"frame is {frame.shape[1]}x{frame.shape[0]}, the writer {self.width}x{self.height}")
+        if self.colorspace not in (2, 5, 6):
+            raise ValueError(f"RGB frames are encoded as BT.601, the writer is tagged with matrix {self.colorspace}")
         # OpenCV's RGB -> I420 uses the same BT.601 limited-range matrix as swscale (equal within one
         # code value) and is ~8 % of the encode time cheaper than letting the encoder convert
-        yuv = cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2YUV_I420)
-        vf = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        self.write_i420(cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2YUV_I420))
+
+    def write_i420(self, yuv: np.ndarray) -> None:
+        """Encode one limited-range I420 image ``(3H/2, W)`` uint8 as it is (matrix: the writer's
+        ``colorspace``; :meth:`write` hands over BT.601)."""
+        if yuv.dtype != np.uint8 or yuv.shape != (self.height * 3 // 2, self.width):
+            raise ValueError(f"expected ({self.height * 3 // 2}, {self.width}) uint8 I420, got {yuv.shape} {yuv.dtype}")
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(yuv), format="yuv420p")
         vf.pts = self.n_frames
         for packet in self._v.encode(vf):
             self._c.mux(packet)

@@ -18,6 +18,14 @@ Definition of the crop of one frame, given the track's median-smoothed face box
 5. The ``n x n`` square is resized to ``out_size x out_size`` (default 512) with OpenCV
    ``INTER_AREA`` when shrinking (``n > out_size``), ``INTER_CUBIC`` when enlarging.
 
+Clips are cut from the source's own planes when it is 8-bit limited-range 4:2:0 shown as stored
+(:meth:`shv_toolkit.media.SourceFrame.yuv420`; most web video), with no RGB round trip
+(:func:`apply_crop_i420`): the luma plane exactly as in steps 4-5 (outside the frame: Y 16), each
+chroma plane from the ``nc x nc`` square of chroma samples with ``nc = (n + 1) // 2`` and top-left
+sample ``(ox // 2, oy // 2)`` (within half a chroma sample of the luma square; outside the frame:
+128) resized the same way to ``out_size / 2``. Other sources (10-bit, 4:2:2/4:4:4, full range,
+rotated, non-square pixels) are converted to RGB first (:func:`apply_crop`) and then to BT.601 4:2:0.
+
 Out of frame: ``pad_fraction`` = share of the ``n x n`` square's pixels outside the frame. For a
 clip, the recorded ``pad_fraction`` is the maximum over its frames. With ``out_of_frame = "pad"``
 a clip is accepted when that maximum is ``<= max_pad_fraction`` (default 0.25), otherwise it is
@@ -138,4 +146,48 @@ def apply_crop(frame: np.ndarray, box: CropBox | np.ndarray | tuple, out_size: i
     if out is None:
         return cv2.resize(sq, (out_size, out_size), interpolation=interp)
     cv2.resize(sq, (out_size, out_size), dst=out, interpolation=interp)
+    return out
+
+
+def _cut_plane(plane: np.ndarray, ox: int, oy: int, n: int, fill: int) -> np.ndarray:
+    """The ``n x n`` square of ``plane`` at ``(ox, oy)``, ``fill`` where it leaves the plane."""
+    h, w = plane.shape
+    xa, ya, xb, yb = max(ox, 0), max(oy, 0), min(ox + n, w), min(oy + n, h)
+    if xa == ox and ya == oy and xb == ox + n and yb == oy + n:
+        return plane[oy:oy + n, ox:ox + n]
+    sq = np.full((n, n), fill, np.uint8)
+    if xb > xa and yb > ya:
+        sq[ya - oy:yb - oy, xa - ox:xb - ox] = plane[ya:yb, xa:xb]
+    return sq
+
+
+def _resize_into(sq: np.ndarray, dst: np.ndarray) -> None:
+    n, size = sq.shape[0], dst.shape[0]
+    if n == size:
+        dst[...] = sq
+    else:
+        cv2.resize(sq, (size, size), dst=dst, interpolation=cv2.INTER_AREA if n > size else cv2.INTER_CUBIC)
+
+
+def apply_crop_i420(planes: tuple[np.ndarray, np.ndarray, np.ndarray], box: CropBox | np.ndarray | tuple,
+                    out_size: int, out: np.ndarray | None = None) -> np.ndarray:
+    """The crop of ``box`` cut from a limited-range 4:2:0 frame's ``(Y, U, V)`` planes (source
+    resolution; :meth:`shv_toolkit.media.SourceFrame.yuv420`) as one I420 image
+    ``(out_size * 3 // 2, out_size)`` uint8 (see the module docstring), written into ``out`` if given."""
+    if out_size % 2:
+        raise ValueError(f"4:2:0 needs an even out_size, got {out_size}")
+    shape = (out_size * 3 // 2, out_size)
+    if out is None:
+        out = np.empty(shape, np.uint8)
+    elif out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous {shape} uint8 array, got {out.shape} {out.dtype}")
+    cx, cy, side = (box.cx, box.cy, box.side) if isinstance(box, CropBox) else map(float, box)
+    ox, oy, n = _rect(cx, cy, side)
+    y, u, v = planes
+    s, half = out_size, out_size // 2
+    _resize_into(_cut_plane(y, ox, oy, n, 16), out[:s])
+    nc = (n + 1) // 2
+    chroma = out[s:].reshape(2, half, half)  # a view: U then V, each half x half
+    _resize_into(_cut_plane(u, ox // 2, oy // 2, nc, 128), chroma[0])
+    _resize_into(_cut_plane(v, ox // 2, oy // 2, nc, 128), chroma[1])
     return out

@@ -50,13 +50,22 @@ def rendered(source, plan, tmp_path_factory, monkeypatch_module):
     path, _, audio = source
     vocals = (0.5 * audio).astype(np.float32)
     calls = []
-    real_iter = media.iter_frames
+    real_iter = media.iter_source_frames
+    cuts = {"i420": 0, "rgb": 0}
 
     def counting(*a, **k):
         calls.append((a, k))
         return real_iter(*a, **k)
 
-    monkeypatch_module.setattr(clips_mod.media, "iter_frames", counting)
+    def counted(name, fn):
+        def call(*a, **k):
+            cuts[name] += 1
+            return fn(*a, **k)
+        return call
+
+    monkeypatch_module.setattr(clips_mod.media, "iter_source_frames", counting)
+    monkeypatch_module.setattr(clips_mod, "apply_crop_i420", counted("i420", clips_mod.apply_crop_i420))
+    monkeypatch_module.setattr(clips_mod, "apply_crop", counted("rgb", clips_mod.apply_crop))
     seen = {}
 
     def on_clip(spec, frames, a, v):
@@ -66,6 +75,7 @@ def rendered(source, plan, tmp_path_factory, monkeypatch_module):
     out = tmp_path_factory.mktemp("clips")
     files = render_segment(path, plan.specs, out, CCFG, audio, vocals, on_clip=on_clip)
     monkeypatch_module.undo()
+    calls.append(cuts)
     return out, files, seen, calls, audio, vocals
 
 
@@ -111,7 +121,9 @@ def test_plan_clips_reject_policy(source):
 
 def test_render_writes_verified_clips(rendered, plan):
     out, files, seen, calls, audio, vocals = rendered
-    assert len(calls) == 1  # the two adjacent clips came from one decode
+    *decodes, cuts = calls
+    assert len(decodes) == 1  # the two adjacent clips came from one decode
+    assert cuts == {"i420": 100, "rgb": 0}  # a yuv420p source: every crop cut from its own planes
     assert [f.clip_id for f in files] == [s.clip_id for s in plan.specs]
     for spec, f in zip(plan.specs, files, strict=True):
         assert f.video_path == f"{spec.clip_id}.mp4" and f.audio_path == f"{spec.clip_id}.wav"
@@ -210,3 +222,46 @@ def test_render_fails_past_the_end(source, plan, tmp_path):
     late = replace(plan.specs[0], clip_id="late", start_frame=100, end_frame=150)
     with pytest.raises(MediaError, match="decoding ended"):
         render_segment(path, [late], tmp_path, CCFG, audio)
+
+
+@pytest.mark.parametrize(("args", "path_used"), [
+    (["-pix_fmt", "yuv420p", "-vf", "scale=out_color_matrix=bt709", "-colorspace", "bt709"], "i420"),
+    (["-pix_fmt", "yuv444p"], "rgb"),
+    (["-pix_fmt", "yuvj420p"], "rgb"),
+])
+def test_render_other_pixel_formats(source, plan, rendered, tmp_path, args, path_used):
+    """A BT.709 source keeps its own planes (and the clip is tagged BT.709); 4:4:4 and full-range
+    sources go through RGB. Either way the clip shows what the BT.601 yuv420p source's clip shows."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    path = source[0]
+    other = tmp_path / "other.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(path), *args,
+                    "-c:v", "libx264", "-crf", "10", "-c:a", "copy", str(other)], check=True)
+    cuts = {"i420": 0, "rgb": 0}
+    real = {"i420": clips_mod.apply_crop_i420, "rgb": clips_mod.apply_crop}
+
+    def counted(name):
+        def call(*a, **k):
+            cuts[name] += 1
+            return real[name](*a, **k)
+        return call
+
+    seen = {}
+
+    def on_clip(spec, frames, a, v):
+        seen["frames"] = frames.copy()
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(clips_mod, "apply_crop_i420", counted("i420"))
+        mp.setattr(clips_mod, "apply_crop", counted("rgb"))
+        (f,) = render_segment(other, plan.specs[:1], tmp_path / "out", CCFG, None,
+                              on_clip=on_clip)
+    assert cuts[path_used] == 50 and sum(cuts.values()) == 50
+    decoded = media.read_video(tmp_path / "out" / f.video_path)
+    reference = media.read_video(rendered[0] / f"{plan.specs[0].clip_id}.mp4")  # from the yuv420p source
+    for frames in (decoded, seen["frames"]):
+        mse = np.mean((frames.astype(float) - reference.astype(float)) ** 2)
+        assert 10 * np.log10(255**2 / mse) > 33

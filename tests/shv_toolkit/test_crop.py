@@ -13,6 +13,7 @@ from shv_toolkit.stages.crop import (
     REJECT_REASON,
     CropBox,
     apply_crop,
+    apply_crop_i420,
     crop_boxes,
     crop_decision,
     face_side_px,
@@ -115,3 +116,53 @@ def test_apply_crop_into_buffer_matches_and_checks_it():
         apply_crop(frame, CropBox(180, 140, 200), 128, out=np.zeros((128, 128, 3), np.float32))
     with pytest.raises(ValueError, match="C-contiguous"):
         apply_crop(frame, CropBox(180, 140, 200), 128, out=np.zeros((128, 256, 3), np.uint8)[:, ::2])
+
+
+@pytest.fixture(scope="module")
+def real_yuv_frame(shared_media):
+    """One real 4:2:0 frame: its own planes and its RGB, as the render stage sees them."""
+    for _, sf in media.iter_source_frames(shared_media / "franck.mp4", start=10.0, end=10.1):
+        planes = sf.yuv420()
+        assert planes is not None
+        return tuple(p.copy() for p in planes), sf.rgb(), sf.colorspace
+    raise AssertionError("no frame")
+
+
+@pytest.mark.parametrize("box", [(180, 140, 152), (181.3, 141.7, 151), (180, 140, 150), (60, 50, 220),
+                                 (200, 150, 700)])
+def test_apply_crop_i420_is_the_rgb_crop_without_the_round_trip(real_yuv_frame, box):
+    """Luma is the RGB crop's within rounding; chroma within half a chroma sample (odd offsets); both
+    pad black (Y 16, Cb/Cr 128) outside the frame, and enlarging (cubic) and shrinking (area) agree."""
+    import cv2
+
+    planes, rgb, cs = real_yuv_frame
+    yuv = apply_crop_i420(planes, CropBox(*box), 512)
+    assert yuv.shape == (768, 512) and yuv.dtype == np.uint8
+    got = media.i420_to_rgb(yuv, cs)
+    want = apply_crop(rgb, CropBox(*box), 512)
+    grey = np.abs(cv2.cvtColor(got, cv2.COLOR_RGB2GRAY).astype(int) - cv2.cvtColor(want, cv2.COLOR_RGB2GRAY))
+    assert grey.mean() < 0.6 and np.percentile(grey, 99) <= 3
+    chroma = np.abs(cv2.cvtColor(got, cv2.COLOR_RGB2YUV).astype(int) - cv2.cvtColor(want, cv2.COLOR_RGB2YUV))[..., 1:]
+    assert chroma.mean() < 2.0
+
+
+def test_apply_crop_i420_exact_copy_padding_and_buffer(real_yuv_frame):
+    planes, _, _ = real_yuv_frame
+    y, u, v = planes
+    # an even, same-size square inside the frame is copied sample for sample
+    out = apply_crop_i420(planes, CropBox(180, 140, 128), 128)  # ox, oy = 116, 76
+    assert np.array_equal(out[:128], y[76:204, 116:244])
+    assert np.array_equal(out[128:160].reshape(64, 64), u[38:102, 58:122])
+    assert np.array_equal(out[160:].reshape(64, 64), v[38:102, 58:122])
+    # entirely outside: black
+    black = apply_crop_i420(planes, CropBox(-500, -500, 100), 64)
+    assert (black[:64] == 16).all() and (black[64:] == 128).all()
+    # into a clip buffer, with checks
+    buf = np.zeros((2, 96, 64), np.uint8)
+    target = buf[1]
+    assert apply_crop_i420(planes, CropBox(180, 140, 150), 64, out=target) is target
+    assert np.array_equal(buf[1], apply_crop_i420(planes, CropBox(180, 140, 150), 64)) and not buf[0].any()
+    with pytest.raises(ValueError, match="even"):
+        apply_crop_i420(planes, CropBox(180, 140, 150), 63)
+    with pytest.raises(ValueError, match="C-contiguous"):
+        apply_crop_i420(planes, CropBox(180, 140, 150), 64, out=np.zeros((96, 128), np.uint8)[:, ::2])

@@ -178,3 +178,79 @@ def test_rgb_conversion_honours_colour_tags(real_frames, fmt, colorspace, color_
         got = media._to_rgb(frame, None, reformatter=rf)
         assert np.array_equal(got, want)
         assert np.abs(got.astype(int) - rgb).mean() < 4  # and it is the picture, not just the same bytes
+
+
+def _tagged_frame(rgb, fmt, colorspace=None, color_range=None):
+    import av
+
+    cs = getattr(av.video.reformatter.Colorspace, colorspace or "DEFAULT")
+    cr = getattr(av.video.reformatter.ColorRange, color_range or "UNSPECIFIED")
+    frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=fmt, dst_colorspace=cs, dst_color_range=cr)
+    frame.colorspace, frame.color_range = cs, cr
+    return frame
+
+
+@pytest.mark.parametrize(("fmt", "colorspace", "color_range", "usable"), [
+    ("yuv420p", None, None, True), ("yuv420p", "ITU709", None, True), ("yuv420p", "ITU601", "MPEG", True),
+    ("yuv420p", None, "JPEG", False), ("yuvj420p", None, None, False), ("yuv420p10le", None, None, False),
+    ("yuv444p", None, None, False), ("yuv420p", "BT2020", None, False),
+])
+def test_source_frame_hands_out_its_own_planes_only_when_they_can_be_kept(real_frames, fmt, colorspace,
+                                                                          color_range, usable):
+    from fractions import Fraction
+
+    from av.video.reformatter import VideoReformatter
+
+    frame = _tagged_frame(real_frames[0], fmt, colorspace, color_range)
+    sf = media.SourceFrame(frame, Fraction(1), VideoReformatter())
+    planes = sf.yuv420()
+    assert (planes is not None) == usable
+    if usable:
+        h, w = frame.height, frame.width
+        ref = frame.to_ndarray()  # (3h/2, w) I420
+        assert [p.shape for p in planes] == [(h, w), (h // 2, w // 2), (h // 2, w // 2)]
+        assert np.array_equal(planes[0], ref[:h])
+        assert np.array_equal(planes[1].reshape(-1), ref[h:h + h // 4].reshape(-1))
+        assert np.array_equal(planes[2].reshape(-1), ref[h + h // 4:].reshape(-1))
+        # and the planes are the picture: back to RGB with the frame's own matrix
+        back = media.i420_to_rgb(ref, sf.colorspace)
+        assert np.abs(back.astype(int) - real_frames[0]).mean() < 3
+    assert np.array_equal(sf.rgb(), media._to_rgb(frame, None))
+    # non-square pixels need resampling: no planes
+    assert media.SourceFrame(_tagged_frame(real_frames[0], "yuv420p"), Fraction(4, 3), VideoReformatter()).yuv420() is None
+
+
+def test_iter_source_frames_matches_iter_frames(shared_media):
+    path = shared_media / "WolfgangLanger_Pexels.mp4"
+    a = list(media.iter_frames(path, start=1.0, end=1.5))
+    b = [(k, sf.rgb()) for k, sf in media.iter_source_frames(path, start=1.0, end=1.5)]
+    assert [k for k, _ in a] == [k for k, _ in b] == list(range(25, 38))
+    assert all(np.array_equal(x, y) for (_, x), (_, y) in zip(a, b, strict=True))
+
+
+def test_i420_writer_keeps_and_tags_the_colour_matrix(real_frames, tmp_path):
+    """I420 written with matrix BT.709 decodes (by any reader that honours the tag, here our own) to
+    the picture it came from; read as BT.601 the colours would be visibly off."""
+    rgb = np.ascontiguousarray(real_frames[:4, :288, :352])
+    saturated = rgb.copy()
+    saturated[:, :96, :96] = (250, 20, 20)  # colour patches where the BT.601/709 matrices differ most
+    saturated[:, :96, 96:192] = (20, 230, 40)
+    yuv709 = [media.rgb_to_i420(f, colorspace=1) for f in saturated]
+    assert np.abs(media.i420_to_rgb(yuv709[0], 1).astype(int) - saturated[0]).mean() < 2.5
+    wrong = np.abs(media.i420_to_rgb(yuv709[0], 2)[:96, :192].astype(int) - saturated[0, :96, :192]).mean()
+    assert wrong > 8  # the matrix matters for these colours
+    out = tmp_path / "bt709.mp4"
+    with media.VideoWriter(out, 25, 352, 288, colorspace=1) as wr:
+        for y in yuv709:
+            wr.write_i420(y)
+        with pytest.raises(ValueError, match="BT.601"):
+            wr.write(saturated[0])  # RGB input is stored as BT.601: not into a BT.709-tagged stream
+        with pytest.raises(ValueError, match="I420"):
+            wr.write_i420(yuv709[0][:-2])
+    decoded = media.read_video(out)
+    assert decoded.shape == saturated.shape
+    assert np.abs(decoded[:, :96, :192].astype(int) - saturated[:, :96, :192]).mean() < 4
+    # an untagged (BT.601) writer given the same RGB gives the same picture
+    plain = tmp_path / "bt601.mp4"
+    media.write_video(plain, saturated)
+    assert np.abs(media.read_video(plain)[:, :96, :192].astype(int) - saturated[:, :96, :192]).mean() < 4
