@@ -400,7 +400,7 @@ class SourceProcessor:
 
         t = time.perf_counter()
         analysis = analyse_source(src_path, cfg.scenes, cfg.faces, fps=cfg.clips.fps, progress=self.progress,
-                                  threads=cfg.helper_threads())
+                                  threads=cfg.helper_threads(), decoder_threads=cfg.decoder_threads())
         timings["analysis"] = time.perf_counter() - t
         t = time.perf_counter()
         plan = plan_source(analysis, spec.source_id, cfg.faces, cfg.clips)
@@ -485,7 +485,8 @@ class SourceProcessor:
             return {"scores": scores, "keep": keep, "drop_reason": reason}
 
         files = render_segment(src_path, specs, clip_dir, cfg.clips, audio16, vocals16,
-                               on_clip=on_clip, write_rejected=False, threads=cfg.helper_threads())
+                               on_clip=on_clip, write_rejected=False, threads=cfg.helper_threads(),
+                               decoder_threads=cfg.decoder_threads())
         rows = [self._clip_row(group.source_id, cs, cf, clip_dir, vocals_backend)
                 for cs, cf in zip(specs, files, strict=True)]
         timings["render"] = time.perf_counter() - t
@@ -588,7 +589,8 @@ _CV2_THREADS: list[int] = []  # OpenCV's thread count before the first processor
 
 
 def _processor(cfg: BuildConfig, out: str, progress: bool) -> SourceProcessor:
-    key = (cfg.config_hash() + json.dumps([cfg.vocals.device, cfg.clips.threads]), out, progress)
+    key = (cfg.config_hash() + json.dumps([cfg.vocals.device, cfg.clips.threads, cfg.clips.decoder_threads]), out,
+           progress)
     proc = _PROCESSORS.get(key)
     if proc is None:
         if not _CV2_THREADS:
@@ -714,8 +716,10 @@ class _Driver:
         # asking for more than a node has would leave them unschedulable.
         from shv_toolkit.engines.local import LocalEngine
 
-        self.helper_threads = cfg.helper_threads(engine.workers, local=isinstance(engine, LocalEngine))
-        tcfg = dataclasses.replace(cfg, clips=dataclasses.replace(cfg.clips, threads=self.helper_threads))
+        local = isinstance(engine, LocalEngine)
+        self.helper_threads = cfg.helper_threads(engine.workers, local=local)
+        tcfg = dataclasses.replace(cfg, clips=dataclasses.replace(
+            cfg.clips, threads=self.helper_threads, decoder_threads=cfg.decoder_threads(engine.workers, local=local)))
         self.analyse_fn = AnalyseTask(tcfg, out, group_clips, progress=progress and in_process)
         self.render_fn = RenderTask(tcfg, out, progress=progress and in_process)
         # separation on a GPU: render tasks ask for one (Ray places them on GPU nodes)

@@ -53,12 +53,14 @@ def analyse_source(
     fps: float = 25.0,
     progress: bool = True,
     threads: int = 0,
+    decoder_threads: int = 0,
 ) -> SourceAnalysis:
     """Decode ``path`` once at analysis resolution; detect scenes on every frame and faces on
     every ``face_cfg.detect_stride``-th grid frame (``k % stride == 0``) and on the last frame.
 
     ``threads`` > 0 runs face detection and scene cutting on two helper threads while this one decodes
     (mediapipe, OpenCV and NumPy release the GIL); the result is the same either way.
+    ``decoder_threads``: see :func:`media.iter_frames`.
     Raises :class:`shv_toolkit.errors.MediaError` for unreadable input.
     """
     t0 = time.perf_counter()
@@ -77,7 +79,8 @@ def analyse_source(
             HelperCalls(helpers, "shv-scenes", max_pending=8) as cut, tqdm(
                 total=total, desc=f"analyse {Path(path).name[:30]}", unit="f", disable=not progress,
                 leave=False) as bar:
-        for k, frame in media.iter_frames(path, fps=fps, max_side=scene_cfg.analysis_max_side):
+        for k, frame in media.iter_frames(path, fps=fps, max_side=scene_cfg.analysis_max_side,
+                                             decoder_threads=decoder_threads):
             if n == 0:
                 size = (frame.shape[1], frame.shape[0])
             if k % stride == 0:

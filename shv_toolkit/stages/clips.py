@@ -248,6 +248,7 @@ def render_segment(
     on_clip: OnClip | None = None,
     write_rejected: bool = True,
     threads: int = 0,
+    decoder_threads: int = 0,
 ) -> list[ClipFiles]:
     """Render ``specs`` of one source into ``out_dir`` with one decode per run of nearby clips.
 
@@ -266,6 +267,7 @@ def render_segment(
     N > 0 finishes up to N clips at once in background threads while this thread goes on decoding and
     cropping (x264 and mediapipe release the GIL). ``on_clip`` must then be safe to call from several
     threads. The files are identical for every value: each clip has its own single-threaded encoder.
+    ``decoder_threads``: see :func:`media.iter_frames`.
     Returns one :class:`ClipFiles` per spec, in the order of ``specs``.
     """
     out_dir = Path(out_dir)
@@ -284,7 +286,8 @@ def render_segment(
             for s in run:
                 by_start.setdefault(s.start_frame, []).append(s)
             active: list[_ClipBuffer] = []
-            for k, sf in media.iter_source_frames(source_path, fps=cfg.fps, start=r0 / cfg.fps, end=r1 / cfg.fps):
+            for k, sf in media.iter_source_frames(source_path, fps=cfg.fps, start=r0 / cfg.fps,
+                                                     end=r1 / cfg.fps, decoder_threads=decoder_threads):
                 planes = sf.yuv420()
                 matrix = sf.colorspace if planes is not None else 2
                 for s in by_start.pop(k, ()):

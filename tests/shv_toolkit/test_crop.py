@@ -120,34 +120,40 @@ def test_apply_crop_into_buffer_matches_and_checks_it():
 
 @pytest.fixture(scope="module")
 def real_yuv_frame(shared_media):
-    """One real 4:2:0 frame: its own planes and its RGB, as the render stage sees them."""
+    """One real 4:2:0 frame's own planes, as the render stage sees them."""
     for _, sf in media.iter_source_frames(shared_media / "franck.mp4", start=10.0, end=10.1):
         planes = sf.yuv420()
-        assert planes is not None
-        return tuple(p.copy() for p in planes), sf.rgb(), sf.colorspace
+        assert planes is not None and sf.colorspace in media.PASS_THROUGH_MATRICES
+        return tuple(p.copy() for p in planes)
     raise AssertionError("no frame")
 
 
 @pytest.mark.parametrize("box", [(180, 140, 152), (181.3, 141.7, 151), (180, 140, 150), (60, 50, 220),
                                  (200, 150, 700)])
 def test_apply_crop_i420_is_the_rgb_crop_without_the_round_trip(real_yuv_frame, box):
-    """Luma is the RGB crop's within rounding; chroma within half a chroma sample (odd offsets); both
-    pad black (Y 16, Cb/Cr 128) outside the frame, and enlarging (cubic) and shrinking (area) agree."""
+    """Luma is cut exactly as the RGB crop cuts a picture; the whole crop shows what the RGB crop of the
+    same frame shows (chroma within half a chroma sample at odd offsets); both pad black outside the
+    frame, and enlarging (cubic) and shrinking (area) agree."""
     import cv2
 
-    planes, rgb, cs = real_yuv_frame
-    yuv = apply_crop_i420(planes, CropBox(*box), 512)
+    y, u, v = real_yuv_frame
+    yuv = apply_crop_i420(real_yuv_frame, CropBox(*box), 512)
     assert yuv.shape == (768, 512) and yuv.dtype == np.uint8
-    got = media.i420_to_rgb(yuv, cs)
-    want = apply_crop(rgb, CropBox(*box), 512)
+    if CropBox(*box).pad_fraction(y.shape[1], y.shape[0]) == 0:  # (padding: luma 16 where RGB has 0)
+        luma = apply_crop(np.dstack([y, y, y]), CropBox(*box), 512)[..., 0]  # same geometry and filter
+        assert np.abs(yuv[:512].astype(int) - luma).max() <= 1  # OpenCV's 1- and 3-channel paths round apart
+    frame_rgb = cv2.cvtColor(np.concatenate([y, u.reshape(-1, y.shape[1]), v.reshape(-1, y.shape[1])]),
+                             cv2.COLOR_YUV2RGB_I420)
+    got = media.i420_to_rgb(yuv)
+    want = apply_crop(frame_rgb, CropBox(*box), 512)
     grey = np.abs(cv2.cvtColor(got, cv2.COLOR_RGB2GRAY).astype(int) - cv2.cvtColor(want, cv2.COLOR_RGB2GRAY))
-    assert grey.mean() < 0.6 and np.percentile(grey, 99) <= 3
+    assert grey.mean() < 0.8 and np.percentile(grey, 99) <= 4
     chroma = np.abs(cv2.cvtColor(got, cv2.COLOR_RGB2YUV).astype(int) - cv2.cvtColor(want, cv2.COLOR_RGB2YUV))[..., 1:]
     assert chroma.mean() < 2.0
 
 
 def test_apply_crop_i420_exact_copy_padding_and_buffer(real_yuv_frame):
-    planes, _, _ = real_yuv_frame
+    planes = real_yuv_frame
     y, u, v = planes
     # an even, same-size square inside the frame is copied sample for sample
     out = apply_crop_i420(planes, CropBox(180, 140, 128), 128)  # ox, oy = 116, 76

@@ -254,3 +254,12 @@ def test_i420_writer_keeps_and_tags_the_colour_matrix(real_frames, tmp_path):
     plain = tmp_path / "bt601.mp4"
     media.write_video(plain, saturated)
     assert np.abs(media.read_video(plain)[:, :96, :192].astype(int) - saturated[:, :96, :192]).mean() < 4
+
+
+def test_decoder_threads_do_not_change_the_frames(shared_media):
+    path = shared_media / "WolfgangLanger_Pexels.mp4"
+    one = media.read_video(path, start=0.5, end=1.5, max_side=None)
+    frames = [f for _, f in media.iter_frames(path, start=0.5, end=1.5, decoder_threads=1)]
+    auto = [f for _, f in media.iter_frames(path, start=0.5, end=1.5, decoder_threads=0)]
+    assert len(frames) == len(auto) == len(one) == 25
+    assert all(np.array_equal(a, b) and np.array_equal(a, c) for a, b, c in zip(frames, auto, one, strict=True))
