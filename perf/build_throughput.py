@@ -96,6 +96,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1, help="shv-build local worker processes")
     ap.add_argument("--threads", type=int, default=None,
                     help="shv-build clips.threads (default: auto); 0 = one core, and the baseline gets one too")
+    ap.add_argument("--decoder-threads", type=int, default=None,
+                    help="shv-build clips.decoder_threads (default: auto); 0 = FFmpeg's choice")
     ap.add_argument("--vocals", default="none", choices=["none", "auto", "spleeter", "demucs"])
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -107,6 +109,7 @@ def main() -> None:
         cfg.vocals.backend = args.vocals
         cfg.filters.mode = args.filter_mode
         cfg.clips.threads = args.threads
+        cfg.clips.decoder_threads = args.decoder_threads
         one_core = args.workers == 1 and args.threads == 0
         c = cpu_seconds(resource.RUSAGE_SELF)
         c_kids = cpu_seconds(resource.RUSAGE_CHILDREN)  # worker processes, once they have exited

@@ -96,9 +96,10 @@ class ClipConfig:
     # worker processes (at least 1, at most 8; 1 on Ray); 0: everything in one thread. Output is
     # byte-identical for every value, so it is not part of the config hash.
     threads: int | None = None
-    # FFmpeg decoding threads of the analysis and render decodes. None: auto (BuildConfig.decoder_threads:
-    # 1 when the task's helper threads already fill its cores or threads is 0, else FFmpeg's choice);
-    # 0: FFmpeg's choice. Not part of the config hash (decoding is exact either way).
+    # FFmpeg decoding threads of the render decode (the analysis decode, whose consumers are light, gets
+    # FFmpeg's choice, or one thread with threads 0). None: auto (BuildConfig.decoder_threads: 1 when the task's helper threads
+    # already fill its cores or threads is 0, else FFmpeg's choice); 0: FFmpeg's choice. Not part of the
+    # config hash (decoding is exact either way).
     decoder_threads: int | None = None
 
 
@@ -179,10 +180,11 @@ class BuildConfig:
         return max(1, min(8, _usable_cores() // max(1, workers)))
 
     def decoder_threads(self, workers: int = 1, local: bool = True) -> int:
-        """FFmpeg decoding threads of a task: 1 (no frame threads) when the task's own thread and its
-        :meth:`helper_threads` already fill the cores it may use, and with ``clips.threads`` 0 (one
-        thread for everything); else 0, FFmpeg's choice. Frame threads cost 1.3-1.6x the CPU time of
-        one thread per decoded frame (measured at 360p and 720p), which only pays off on idle cores.
+        """FFmpeg decoding threads of a render task: 1 (no frame threads) when the task's own thread and
+        its :meth:`helper_threads` (encoding and scoring, the heavy part) already fill the cores it may
+        use, and with ``clips.threads`` 0 (one thread for everything); else 0, FFmpeg's choice. Frame
+        threads cost 1.3-1.6x the CPU time of one thread per decoded frame (measured at 360p and 720p),
+        which only pays off on idle cores.
         An explicit ``clips.decoder_threads`` wins."""
         if self.clips.decoder_threads is not None:
             return int(self.clips.decoder_threads)

@@ -400,7 +400,8 @@ class SourceProcessor:
 
         t = time.perf_counter()
         analysis = analyse_source(src_path, cfg.scenes, cfg.faces, fps=cfg.clips.fps, progress=self.progress,
-                                  threads=cfg.helper_threads(), decoder_threads=cfg.decoder_threads())
+                                  threads=cfg.helper_threads(),
+                                  decoder_threads=1 if cfg.helper_threads() == 0 else 0)  # 0: one thread for all
         timings["analysis"] = time.perf_counter() - t
         t = time.perf_counter()
         plan = plan_source(analysis, spec.source_id, cfg.faces, cfg.clips)
