@@ -279,7 +279,7 @@ def render_markdown() -> str:
         "medians over the clip's frames in source pixels of the displayed (rotation-applied) frame; parts",
         "of the crop outside the frame are black (`pad_fraction`). The crop is resized to `width x height`.",
         "8-bit limited-range 4:2:0 sources are cropped in their own YUV (no RGB round trip; the clip keeps and",
-        "tags the source's BT.601/BT.709 matrix), chroma within half a chroma sample of the luma square; other",
+        "tags the source's BT.601/BT.709 matrix), chroma aligned with luma on the even crop grid; other",
         "sources go through RGB and are stored as BT.601. The exact definition is in `shv_toolkit/stages/crop.py`.",
         "",
         "## Split",

@@ -2,8 +2,8 @@
 
 Rendering decodes the source frames covering a group of clips once at full resolution, crops and
 resizes every frame in memory, from the frame's own 4:2:0 planes when it has them
-(:func:`shv_toolkit.stages.crop.apply_crop_i420`; x264 then spends 14 % less time and 6 % fewer bits
-than on crops that went through RGB, measured on the real sample) or else through RGB
+(:func:`shv_toolkit.stages.crop.apply_crop_i420`; x264 then spends 5 % less time and 5 % fewer bytes
+than on the same crops through RGB: ``perf/crop_encode_cost.py``) or else through RGB
 (:func:`~shv_toolkit.stages.crop.apply_crop`), encodes each clip as
 H.264 yuv420p mp4 (tagged with the source's matrix) with an AAC track (PyAV, in-process, x264 ``threads=1`` so output is
 byte-identical across runs), writes the 16 kHz mono wav beside it, and verifies every mp4.

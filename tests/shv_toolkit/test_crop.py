@@ -47,10 +47,12 @@ def test_crop_box_side_is_face_side_over_scale():
 def test_apply_crop_exact_pixels_inside_frame():
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, (360, 640, 3), dtype=np.uint8)
-    box = CropBox(300.3, 150.6, 100.0)
-    assert box.rect() == (250, 101, 100)  # n x n square whose centre is nearest (cx, cy)
+    box = CropBox(300.3, 151.6, 100.0)
+    assert box.rect() == (250, 102, 100)  # the even-cornered n x n square whose centre is nearest (cx, cy)
+    assert CropBox(301.2, 150.9, 100.6).rect() == (252, 100, 100)  # corner 251.2 -> 252, n stays even
+    assert CropBox(300.0, 150.0, 101.2).rect() == (250, 100, 102)
     out = apply_crop(frame, box, 100)  # same size: no resampling, exact copy
-    np.testing.assert_array_equal(out, frame[101:201, 250:350])
+    np.testing.assert_array_equal(out, frame[102:202, 250:350])
     assert box.pad_fraction(640, 360) == 0.0
     big = apply_crop(frame, box, 512)
     assert big.shape == (512, 512, 3) and big.dtype == np.uint8
@@ -81,10 +83,10 @@ def test_out_of_frame_policies():
     assert d.ok and d.pad_fraction == pytest.approx(0.3)
     reject = replace(CFG, out_of_frame="reject")
     assert crop_decision(inside, 640, 360, reject).ok
-    slight = np.array([[50, 180, 102.0]])  # columns -1..100: one column outside
-    assert pad_fractions(slight, 640, 360)[0] == pytest.approx(1 / 102)
+    slight = np.array([[49, 180, 102.0]])  # even grid: columns -2..99, two columns outside
+    assert pad_fractions(slight, 640, 360)[0] == pytest.approx(2 / 102)
     assert not crop_decision(slight, 640, 360, reject).ok
-    assert crop_decision(np.array([[50, 180, 101.0]]), 640, 360, reject).ok  # columns 0..100
+    assert crop_decision(np.array([[50.5, 180, 102.0]]), 640, 360, reject).ok  # columns 0..101
     assert crop_decision(slight, 640, 360, CFG).ok
 
 
@@ -132,7 +134,7 @@ def real_yuv_frame(shared_media):
                                  (200, 150, 700)])
 def test_apply_crop_i420_is_the_rgb_crop_without_the_round_trip(real_yuv_frame, box):
     """Luma is cut exactly as the RGB crop cuts a picture; the whole crop shows what the RGB crop of the
-    same frame shows (chroma within half a chroma sample at odd offsets); both pad black outside the
+    same frame shows (chroma aligned: the crop grid is even); both pad black outside the
     frame, and enlarging (cubic) and shrinking (area) agree."""
     import cv2
 
