@@ -1,7 +1,7 @@
 """shv-build throughput against plain FFmpeg on the same real video, measured in one run.
 
     python perf/build_throughput.py [--shared ../shared/media] [--seconds 40] [--height 720]
-                                    [--vocals none|auto] [--threads N] [--workers N]
+                                    [--vocals none|auto] [--threads N] [--workers N] [--decoder-threads N]
 
 Makes a real singing source (franck.mp4's face with lena.wav's singing looped under it; 360x288, or
 upscaled to ``--height`` pixels to give decoding its weight at the resolutions sites serve), then times:
