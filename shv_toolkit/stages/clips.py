@@ -1,12 +1,12 @@
 """Clip planning (2.0 s = 50-frame windows over face tracks) and rendering (one decode per segment).
 
-Rendering decodes the source frames covering a group of clips once at full resolution, crops and
-resizes every frame in memory, from the frame's own 4:2:0 planes when it has them
-(:func:`shv_toolkit.stages.crop.apply_crop_i420`; x264 then spends 5 % less time and 5 % fewer bytes
-than on the same crops through RGB: ``perf/crop_encode_cost.py``) or else through RGB
-(:func:`~shv_toolkit.stages.crop.apply_crop`), encodes each clip as
-H.264 yuv420p mp4 (tagged with the source's matrix) with an AAC track (PyAV, in-process, x264 ``threads=1`` so output is
-byte-identical across runs), writes the 16 kHz mono wav beside it, and verifies every mp4.
+Rendering decodes the source frames covering a group of clips once at full resolution and crops and
+resizes every frame in memory: from the frame's own 4:2:0 planes when it has usable ones
+(:func:`shv_toolkit.stages.crop.apply_crop_i420`; x264 then spends 5 % less time and writes 5 % fewer
+bytes than on the same crops through RGB, ``perf/crop_encode_cost.py``), else through RGB
+(:func:`~shv_toolkit.stages.crop.apply_crop`). Each clip is encoded as H.264 yuv420p mp4 tagged with
+the source's matrix, with an AAC track (PyAV, in-process, x264 ``threads=1`` so output is
+byte-identical across runs); the 16 kHz mono wav is written beside it, and every mp4 is verified.
 Finished clips are scored, encoded and written on background threads while decoding goes on
 (``ClipConfig.threads``); each clip keeps its own single-threaded encoder, so the files do not
 depend on the thread count.
