@@ -96,10 +96,10 @@ class ClipConfig:
     # worker processes (at least 1, at most 8; 1 on Ray); 0: everything in one thread. Output is
     # byte-identical for every value, so it is not part of the config hash.
     threads: int | None = None
-    # FFmpeg decoding threads of the render decode (the analysis decode, whose consumers are light, gets
-    # FFmpeg's choice, or one thread with threads 0). None: auto (BuildConfig.decoder_threads: 1 when the task's helper threads
-    # already fill its cores or threads is 0, else FFmpeg's choice); 0: FFmpeg's choice. Not part of the
-    # config hash (decoding is exact either way).
+    # FFmpeg decoding threads of the render decode (the analysis decode, whose consumers are light,
+    # gets FFmpeg's choice, or one thread with threads 0). None: auto (BuildConfig.decoder_threads: 1
+    # when the task's helper threads already fill its cores or threads is 0, else FFmpeg's choice);
+    # 0: FFmpeg's choice. Not part of the config hash (decoding is exact either way).
     decoder_threads: int | None = None
 
 

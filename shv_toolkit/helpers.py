@@ -25,7 +25,6 @@ class HelperCalls:
     def __init__(self, threads: int, name: str, max_pending: int | None = None) -> None:
         if threads < 0:
             raise ValueError(f"threads must be >= 0, got {threads}")
-        self.threads = threads
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix=name) if threads else None
         self._slots = threading.BoundedSemaphore(max_pending or threads + 1)
         self._error: BaseException | None = None

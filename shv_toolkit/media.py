@@ -375,7 +375,8 @@ def iter_frames(
 
 def rgb_to_i420(rgb: np.ndarray, colorspace: int = 2, reformatter: VideoReformatter | None = None) -> np.ndarray:
     """Limited-range I420 ``(3H/2, W)`` of an RGB image with H.273 matrix ``colorspace`` (BT.601 for 2, 5
-    and 6, by OpenCV; others by swscale)."""
+    and 6, by OpenCV: the same matrix as swscale within one code value and ~8 % of an encode cheaper
+    than letting the encoder convert; others by swscale)."""
     rgb = np.ascontiguousarray(rgb)
     if int(colorspace) in (2, 5, 6):
         return cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV_I420)
@@ -476,8 +477,9 @@ def _tmp_name(path: Path) -> Path:
 
 
 class VideoWriter:
-    """Encode RGB frames (:meth:`write`, stored as BT.601) or I420 images (:meth:`write_i420`, stored
-    as given and tagged with ``colorspace``), and optional mono audio, to H.264/AAC mp4, atomically.
+    """Encode RGB frames (:meth:`write`) or I420 images (:meth:`write_i420`, stored as given) with the
+    H.273 matrix ``colorspace`` (tagged; default BT.601, untagged), and optional mono audio, to H.264/AAC
+    mp4, atomically.
 
     Frames go to a hidden temporary file that is renamed to ``path`` on :meth:`close`; if the
     writer is abandoned (exception, kill) only the temporary file is left, never a half clip.
@@ -522,19 +524,16 @@ class VideoWriter:
         self._closed = False
 
     def write(self, frame: np.ndarray) -> None:
+        """Encode one RGB frame, converted to I420 with the writer's ``colorspace`` (BT.601 by default)."""
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise ValueError(f"expected (H, W, 3) uint8 frame, got {frame.shape} {frame.dtype}")
         if frame.shape[:2] != (self.height, self.width):
             raise ValueError(f"frame is {frame.shape[1]}x{frame.shape[0]}, the writer {self.width}x{self.height}")
-        if self.colorspace not in (2, 5, 6):
-            raise ValueError(f"RGB frames are encoded as BT.601, the writer is tagged with matrix {self.colorspace}")
-        # OpenCV's RGB -> I420 uses the same BT.601 limited-range matrix as swscale (equal within one
-        # code value) and is ~8 % of the encode time cheaper than letting the encoder convert
-        self.write_i420(cv2.cvtColor(np.ascontiguousarray(frame), cv2.COLOR_RGB2YUV_I420))
+        self.write_i420(rgb_to_i420(frame, self.colorspace))
 
     def write_i420(self, yuv: np.ndarray) -> None:
         """Encode one limited-range I420 image ``(3H/2, W)`` uint8 as it is (matrix: the writer's
-        ``colorspace``; :meth:`write` hands over BT.601)."""
+        ``colorspace``)."""
         if yuv.dtype != np.uint8 or yuv.shape != (self.height * 3 // 2, self.width):
             raise ValueError(f"expected ({self.height * 3 // 2}, {self.width}) uint8 I420, got {yuv.shape} {yuv.dtype}")
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(yuv), format="yuv420p")

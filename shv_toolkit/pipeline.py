@@ -399,9 +399,10 @@ class SourceProcessor:
         )
 
         t = time.perf_counter()
+        helpers = cfg.helper_threads()
+        # the analysis decode feeds light consumers: FFmpeg's own threads, unless everything runs in one
         analysis = analyse_source(src_path, cfg.scenes, cfg.faces, fps=cfg.clips.fps, progress=self.progress,
-                                  threads=cfg.helper_threads(),
-                                  decoder_threads=1 if cfg.helper_threads() == 0 else 0)  # 0: one thread for all
+                                  threads=helpers, decoder_threads=1 if helpers == 0 else 0)
         timings["analysis"] = time.perf_counter() - t
         t = time.perf_counter()
         plan = plan_source(analysis, spec.source_id, cfg.faces, cfg.clips)

@@ -104,4 +104,3 @@ def analyse_source(
         source_width=int(info.width), source_height=int(info.height), scenes=scenes,
         detections=detections, detect_stride=stride, seconds=dt,
     )
-

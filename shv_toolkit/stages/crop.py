@@ -120,6 +120,42 @@ def crop_decision(boxes: np.ndarray, frame_w: int, frame_h: int, cfg: FaceConfig
     return CropDecision(ok, pf, None if ok else REJECT_REASON)
 
 
+def _box_rect(box: CropBox | np.ndarray | tuple) -> tuple[int, int, int]:
+    cx, cy, side = (box.cx, box.cy, box.side) if isinstance(box, CropBox) else map(float, box)
+    return _rect(cx, cy, side)
+
+
+def _cut(img: np.ndarray, ox: int, oy: int, n: int, fill: int) -> np.ndarray:
+    """The ``n x n`` square of ``img`` (a plane or an RGB frame) at ``(ox, oy)``, ``fill`` where it
+    leaves the image; a view when it lies inside."""
+    h, w = img.shape[:2]
+    xa, ya, xb, yb = max(ox, 0), max(oy, 0), min(ox + n, w), min(oy + n, h)
+    if xa == ox and ya == oy and xb == ox + n and yb == oy + n:
+        return img[oy:oy + n, ox:ox + n]
+    sq = np.full((n, n, *img.shape[2:]), fill, np.uint8)
+    if xb > xa and yb > ya:
+        sq[ya - oy:yb - oy, xa - ox:xb - ox] = img[ya:yb, xa:xb]
+    return sq
+
+
+def _resize_into(sq: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """Step 5: ``sq`` resized to ``dst``'s square size (area when shrinking, cubic when enlarging)."""
+    n, size = sq.shape[0], dst.shape[0]
+    if n == size:
+        dst[...] = sq
+    else:
+        cv2.resize(sq, (size, size), dst=dst, interpolation=cv2.INTER_AREA if n > size else cv2.INTER_CUBIC)
+    return dst
+
+
+def _check_out(out: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    if out is None:
+        return np.empty(shape, np.uint8)
+    if out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous {shape} uint8 array, got {out.shape} {out.dtype}")
+    return out
+
+
 def apply_crop(frame: np.ndarray, box: CropBox | np.ndarray | tuple, out_size: int,
                out: np.ndarray | None = None) -> np.ndarray:
     """Cut the crop square of ``box`` from ``frame`` (RGB uint8, source resolution), black outside
@@ -127,50 +163,8 @@ def apply_crop(frame: np.ndarray, box: CropBox | np.ndarray | tuple, out_size: i
 
     ``out``: a C-contiguous ``(out_size, out_size, 3)`` uint8 array to write the crop into (a frame of
     a clip buffer, which spares one copy per frame); returned."""
-    cx, cy, side = (box.cx, box.cy, box.side) if isinstance(box, CropBox) else map(float, box)
-    if out is not None and (out.shape != (out_size, out_size, 3) or out.dtype != np.uint8
-                            or not out.flags.c_contiguous):
-        raise ValueError(f"out must be a C-contiguous ({out_size}, {out_size}, 3) uint8 array, "
-                         f"got {out.shape} {out.dtype}")
-    ox, oy, n = _rect(cx, cy, side)
-    h, w = frame.shape[:2]
-    xa, ya, xb, yb = max(ox, 0), max(oy, 0), min(ox + n, w), min(oy + n, h)
-    if xa == ox and ya == oy and xb == ox + n and yb == oy + n:
-        sq = frame[oy:oy + n, ox:ox + n]
-    else:
-        sq = np.zeros((n, n, 3), np.uint8)
-        if xb > xa and yb > ya:
-            sq[ya - oy:yb - oy, xa - ox:xb - ox] = frame[ya:yb, xa:xb]
-    if n == out_size:
-        if out is None:
-            return np.ascontiguousarray(sq)
-        out[...] = sq
-        return out
-    interp = cv2.INTER_AREA if n > out_size else cv2.INTER_CUBIC
-    if out is None:
-        return cv2.resize(sq, (out_size, out_size), interpolation=interp)
-    cv2.resize(sq, (out_size, out_size), dst=out, interpolation=interp)
-    return out
-
-
-def _cut_plane(plane: np.ndarray, ox: int, oy: int, n: int, fill: int) -> np.ndarray:
-    """The ``n x n`` square of ``plane`` at ``(ox, oy)``, ``fill`` where it leaves the plane."""
-    h, w = plane.shape
-    xa, ya, xb, yb = max(ox, 0), max(oy, 0), min(ox + n, w), min(oy + n, h)
-    if xa == ox and ya == oy and xb == ox + n and yb == oy + n:
-        return plane[oy:oy + n, ox:ox + n]
-    sq = np.full((n, n), fill, np.uint8)
-    if xb > xa and yb > ya:
-        sq[ya - oy:yb - oy, xa - ox:xb - ox] = plane[ya:yb, xa:xb]
-    return sq
-
-
-def _resize_into(sq: np.ndarray, dst: np.ndarray) -> None:
-    n, size = sq.shape[0], dst.shape[0]
-    if n == size:
-        dst[...] = sq
-    else:
-        cv2.resize(sq, (size, size), dst=dst, interpolation=cv2.INTER_AREA if n > size else cv2.INTER_CUBIC)
+    out = _check_out(out, (out_size, out_size, 3))
+    return _resize_into(_cut(frame, *_box_rect(box), 0), out)
 
 
 def apply_crop_i420(planes: tuple[np.ndarray, np.ndarray, np.ndarray], box: CropBox | np.ndarray | tuple,
@@ -180,17 +174,12 @@ def apply_crop_i420(planes: tuple[np.ndarray, np.ndarray, np.ndarray], box: Crop
     ``(out_size * 3 // 2, out_size)`` uint8 (see the module docstring), written into ``out`` if given."""
     if out_size % 2:
         raise ValueError(f"4:2:0 needs an even out_size, got {out_size}")
-    shape = (out_size * 3 // 2, out_size)
-    if out is None:
-        out = np.empty(shape, np.uint8)
-    elif out.shape != shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
-        raise ValueError(f"out must be a C-contiguous {shape} uint8 array, got {out.shape} {out.dtype}")
-    cx, cy, side = (box.cx, box.cy, box.side) if isinstance(box, CropBox) else map(float, box)
-    ox, oy, n = _rect(cx, cy, side)
+    out = _check_out(out, (out_size * 3 // 2, out_size))
+    ox, oy, n = _box_rect(box)
     y, u, v = planes
-    s, half = out_size, out_size // 2
-    _resize_into(_cut_plane(y, ox, oy, n, 16), out[:s])
-    chroma = out[s:].reshape(2, half, half)  # a view: U then V, each half x half
-    _resize_into(_cut_plane(u, ox // 2, oy // 2, n // 2, 128), chroma[0])  # ox, oy, n are even
-    _resize_into(_cut_plane(v, ox // 2, oy // 2, n // 2, 128), chroma[1])
+    half = out_size // 2
+    _resize_into(_cut(y, ox, oy, n, 16), out[:out_size])
+    chroma = out[out_size:].reshape(2, half, half)  # a view: U then V, each half x half
+    _resize_into(_cut(u, ox // 2, oy // 2, n // 2, 128), chroma[0])  # ox, oy, n are even
+    _resize_into(_cut(v, ox // 2, oy // 2, n // 2, 128), chroma[1])
     return out

@@ -90,7 +90,7 @@ def sha256_file(path: str | os.PathLike) -> str:
 def resample(x: np.ndarray, sr_from: int, sr_to: int) -> np.ndarray:
     """Resampling along the last axis (float32 out; ``(n,)`` or ``(channels, n)``) with libsoxr's high
     quality setting. It matches SciPy's ``resample_poly`` within 57-58 dB SNR on real singing (16 <->
-    44.1 kHz) and imports in 0.07 s instead of 0.78 s for ``scipy.signal``, a one-off per build process."""
+    44.1 kHz), and a build no longer imports ``scipy.signal`` (0.6 s per process after torch, measured)."""
     x = np.asarray(x, dtype=np.float32)
     if sr_from == sr_to:
         return x

@@ -45,17 +45,9 @@ def plan(source):
     return plan_source(analysis, "src0", FCFG, CCFG)
 
 
-@pytest.fixture(scope="module")
-def rendered(source, plan, tmp_path_factory, monkeypatch_module):
-    path, _, audio = source
-    vocals = (0.5 * audio).astype(np.float32)
-    calls = []
-    real_iter = media.iter_source_frames
+def count_crops(mp: pytest.MonkeyPatch) -> dict[str, int]:
+    """Count the render stage's crops cut from planes ("i420") and through RGB ("rgb")."""
     cuts = {"i420": 0, "rgb": 0}
-
-    def counting(*a, **k):
-        calls.append((a, k))
-        return real_iter(*a, **k)
 
     def counted(name, fn):
         def call(*a, **k):
@@ -63,9 +55,24 @@ def rendered(source, plan, tmp_path_factory, monkeypatch_module):
             return fn(*a, **k)
         return call
 
+    mp.setattr(clips_mod, "apply_crop_i420", counted("i420", clips_mod.apply_crop_i420))
+    mp.setattr(clips_mod, "apply_crop", counted("rgb", clips_mod.apply_crop))
+    return cuts
+
+
+@pytest.fixture(scope="module")
+def rendered(source, plan, tmp_path_factory, monkeypatch_module):
+    path, _, audio = source
+    vocals = (0.5 * audio).astype(np.float32)
+    calls = []
+    real_iter = media.iter_source_frames
+
+    def counting(*a, **k):
+        calls.append((a, k))
+        return real_iter(*a, **k)
+
     monkeypatch_module.setattr(clips_mod.media, "iter_source_frames", counting)
-    monkeypatch_module.setattr(clips_mod, "apply_crop_i420", counted("i420", clips_mod.apply_crop_i420))
-    monkeypatch_module.setattr(clips_mod, "apply_crop", counted("rgb", clips_mod.apply_crop))
+    cuts = count_crops(monkeypatch_module)
     seen = {}
 
     def on_clip(spec, frames, a, v):
@@ -240,25 +247,14 @@ def test_render_other_pixel_formats(source, plan, rendered, tmp_path, args, path
     other = tmp_path / "other.mp4"
     subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(path), *args,
                     "-c:v", "libx264", "-crf", "10", "-c:a", "copy", str(other)], check=True)
-    cuts = {"i420": 0, "rgb": 0}
-    real = {"i420": clips_mod.apply_crop_i420, "rgb": clips_mod.apply_crop}
-
-    def counted(name):
-        def call(*a, **k):
-            cuts[name] += 1
-            return real[name](*a, **k)
-        return call
-
     seen = {}
 
     def on_clip(spec, frames, a, v):
         seen["frames"] = frames.copy()
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(clips_mod, "apply_crop_i420", counted("i420"))
-        mp.setattr(clips_mod, "apply_crop", counted("rgb"))
-        (f,) = render_segment(other, plan.specs[:1], tmp_path / "out", CCFG, None,
-                              on_clip=on_clip)
+        cuts = count_crops(mp)
+        (f,) = render_segment(other, plan.specs[:1], tmp_path / "out", CCFG, None, on_clip=on_clip)
     assert cuts[path_used] == 50 and sum(cuts.values()) == 50
     decoded = media.read_video(tmp_path / "out" / f.video_path)
     reference = media.read_video(rendered[0] / f"{plan.specs[0].clip_id}.mp4")  # from the yuv420p source

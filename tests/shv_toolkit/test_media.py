@@ -243,17 +243,20 @@ def test_i420_writer_keeps_and_tags_the_colour_matrix(real_frames, tmp_path):
     with media.VideoWriter(out, 25, 352, 288, colorspace=1) as wr:
         for y in yuv709:
             wr.write_i420(y)
-        with pytest.raises(ValueError, match="BT.601"):
-            wr.write(saturated[0])  # RGB input is stored as BT.601: not into a BT.709-tagged stream
         with pytest.raises(ValueError, match="I420"):
             wr.write_i420(yuv709[0][:-2])
     decoded = media.read_video(out)
     assert decoded.shape == saturated.shape
     assert np.abs(decoded[:, :96, :192].astype(int) - saturated[:, :96, :192]).mean() < 4
-    # an untagged (BT.601) writer given the same RGB gives the same picture
+    # RGB written by a BT.709 writer (converted with its matrix) and by a plain (BT.601) one: the same picture
+    rgb709 = tmp_path / "rgb709.mp4"
+    with media.VideoWriter(rgb709, 25, 352, 288, colorspace=1) as wr:
+        for f in saturated:
+            wr.write(f)
     plain = tmp_path / "bt601.mp4"
     media.write_video(plain, saturated)
-    assert np.abs(media.read_video(plain)[:, :96, :192].astype(int) - saturated[:, :96, :192]).mean() < 4
+    for path in (rgb709, plain):
+        assert np.abs(media.read_video(path)[:, :96, :192].astype(int) - saturated[:, :96, :192]).mean() < 4
 
 
 def test_decoder_threads_do_not_change_the_frames(shared_media):
