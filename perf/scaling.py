@@ -72,10 +72,12 @@ def _same(ref: Path, out: Path) -> bool:
 def _warm_up() -> None:
     """Import the heavy modules in the driver first, so the in-process run is not charged for them
     (worker processes pay their own imports and model loads: that is part of their cost)."""
-    import mediapipe  # noqa: F401
     import torch  # noqa: F401
 
+    from shv_toolkit.mediapipe_import import import_mediapipe
     from shv_toolkit.stages import analysis, filters, vocals  # noqa: F401
+
+    import_mediapipe()
 
 
 def main(argv: list[str] | None = None) -> int:

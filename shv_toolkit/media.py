@@ -113,8 +113,11 @@ def video_stream(container: av.container.InputContainer) -> av.video.stream.Vide
     return s
 
 
-def probe(path: str | os.PathLike) -> MediaInfo:
-    """Read container and stream facts. Raises :class:`MediaError` on unreadable input."""
+def probe(path: str | os.PathLike, read_rotation: bool = True) -> MediaInfo:
+    """Read container and stream facts. Raises :class:`MediaError` on unreadable input.
+
+    ``read_rotation``: decode the first frame for its display matrix (``rotation``; 3 ms for a 512²
+    clip); False reports 0 (for files this toolkit wrote itself, which carry none)."""
     with _open(path) as c:
         main = video_stream(c)
         vstreams = [main] if main is not None else []
@@ -140,7 +143,7 @@ def probe(path: str | os.PathLike) -> MediaInfo:
             guessed = float(v.guessed_rate) if v.guessed_rate else None
             fps = avg or guessed
             vfr = bool(avg and guessed and abs(avg - guessed) / guessed > 0.01)
-            rot = _rotation_of(v, c)
+            rot = _rotation_of(v, c) if read_rotation else 0
             w, h = _display_width(v.codec_context.width, _pixel_aspect(v)), v.codec_context.height
             if rot in (90, 270):
                 w, h = h, w

@@ -113,9 +113,9 @@ def window_features(feats: torch.Tensor, window: int) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------------- masks
 def _lip_ids() -> np.ndarray:
-    import mediapipe as mp
+    from shv_toolkit.mediapipe_import import import_mediapipe
 
-    return np.array(sorted({i for pair in mp.solutions.face_mesh.FACEMESH_LIPS for i in pair}))
+    return np.array(sorted({i for pair in import_mediapipe().solutions.face_mesh.FACEMESH_LIPS for i in pair}))
 
 
 class FaceLandmarker:
@@ -125,9 +125,9 @@ class FaceLandmarker:
         from shv_toolkit.stages.filters import _face_mesh_model_path
 
         _face_mesh_model_path()
-        import mediapipe as mp
+        from shv_toolkit.mediapipe_import import import_mediapipe
 
-        self._mesh = mp.solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
+        self._mesh = import_mediapipe().solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
                                                      refine_landmarks=False, min_detection_confidence=0.3)
         self.lip_ids = _lip_ids()
 

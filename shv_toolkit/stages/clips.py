@@ -208,7 +208,7 @@ def verify_clip(path: str | os.PathLike, cfg: ClipConfig) -> media.MediaInfo:
     """Raise :class:`MediaError` unless ``path`` has exactly ``clip_frames(cfg)`` frames at
     ``cfg.fps``, a duration of ``clip_seconds`` within one frame, and ``size x size`` pixels."""
     n = clip_frames(cfg)
-    info = media.probe(path)
+    info = media.probe(path, read_rotation=False)  # the writer stores no rotation
     problems = []
     if info.n_frames != n:
         problems.append(f"{info.n_frames} frames, expected {n}")

@@ -19,6 +19,7 @@ import numpy as np
 
 from shv_toolkit.config import FaceConfig
 from shv_toolkit.errors import MissingWeightsError
+from shv_toolkit.mediapipe_import import import_mediapipe
 from shv_toolkit.stages.scenes import Scene
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,8 @@ class FaceDetector:
     def __init__(self, cfg: FaceConfig) -> None:
         self.cfg = cfg
         try:
-            from mediapipe.python.solutions import face_detection as mp_fd
-        except ImportError as exc:  # mediapipe >= 0.10.22 wheels no longer ship the solutions models
+            mp_fd = import_mediapipe().solutions.face_detection
+        except (ImportError, AttributeError) as exc:  # mediapipe >= 0.10.22 wheels no longer ship the solutions models
             raise MissingWeightsError(
                 "mediapipe face detection is unavailable (mediapipe 0.10.21 ships its models): "
                 f"{exc}"

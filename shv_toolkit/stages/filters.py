@@ -22,8 +22,8 @@ border_fraction    share of the crop covered by black bars (letterbox, pillarbox
 sharpness          variance of the Laplacian of the grey face region at its source resolution
 motion             mean absolute difference of consecutive grey frames (0..255)
 static_frame_share share of consecutive frame pairs that are (nearly) identical
-yaw_deg            median absolute head yaw (degrees) from face-mesh landmarks
-pitch_deg          median absolute head pitch (degrees) from face-mesh landmarks
+yaw_deg            median absolute head yaw (degrees) from face-mesh landmarks, every pose_stride-th frame
+pitch_deg          median absolute head pitch (degrees), the same frames
 loudness_db        RMS level in dBFS of the vocals stem if given, else of the mix (floor -120)
 vocal_activity     share of 20 ms frames whose voice-band energy is above the activity threshold
 ================== ==========================================================================
@@ -42,6 +42,7 @@ import numpy as np
 
 from shv_toolkit.config import FilterConfig
 from shv_toolkit.errors import MissingWeightsError
+from shv_toolkit.mediapipe_import import import_mediapipe
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +73,10 @@ SCORE_DESCRIPTIONS: dict[str, str] = {
     "sharpness": "variance of the Laplacian of the grey central face region at its source resolution",
     "motion": "mean absolute difference of consecutive grey frames (0..255, 128x128 analysis size)",
     "static_frame_share": "share of consecutive frame pairs that are nearly identical (frozen/slideshow)",
-    "yaw_deg": "median absolute head yaw in degrees (face-mesh landmarks + solvePnP)",
-    "pitch_deg": "median absolute head pitch in degrees (face-mesh landmarks + solvePnP)",
+    "yaw_deg": "median absolute head yaw in degrees over frames 0, `filters.pose_stride`, ... "
+               "(face-mesh landmarks + solvePnP)",
+    "pitch_deg": "median absolute head pitch in degrees over frames 0, `filters.pose_stride`, ... "
+                 "(face-mesh landmarks + solvePnP)",
     "loudness_db": "RMS level in dBFS of the vocals stem when present, else of the mix (floor -120)",
     "vocal_activity": "share of 20 ms frames whose 80-4000 Hz energy exceeds the activity threshold",
 }
@@ -148,9 +151,7 @@ _MESH_IDS = (1, 152, 33, 263, 61, 291)
 
 
 def _face_mesh_model_path() -> Path:
-    import mediapipe
-
-    path = Path(mediapipe.__file__).parent / "modules" / "face_landmark" / "face_landmark.tflite"
+    path = Path(import_mediapipe().__file__).parent / "modules" / "face_landmark" / "face_landmark.tflite"
     if not path.is_file():
         raise MissingWeightsError(
             f"mediapipe face mesh model not found at {path} (mediapipe 0.10.21 ships it; later wheels do not)"
@@ -195,9 +196,7 @@ class PoseEstimator:
 
     def __init__(self, min_detection_confidence: float = 0.5) -> None:
         _face_mesh_model_path()  # clear error before mediapipe fails obscurely
-        import mediapipe as mp
-
-        self._mesh = mp.solutions.face_mesh.FaceMesh(
+        self._mesh = import_mediapipe().solutions.face_mesh.FaceMesh(
             static_image_mode=True,  # sampled frames are not consecutive: detect on each
             max_num_faces=1,
             refine_landmarks=False,
@@ -414,7 +413,7 @@ def score_clip(
 
     # --- head pose
     if pose is not None:
-        yaw, pitch = pose.estimate(frames, stride=stride)
+        yaw, pitch = pose.estimate(frames, stride=max(1, int(cfg.pose_stride)))
         ok = np.isfinite(yaw) & np.isfinite(pitch)
         s["yaw_deg"] = float(np.median(np.abs(yaw[ok]))) if ok.any() else math.nan
         s["pitch_deg"] = float(np.median(np.abs(pitch[ok]))) if ok.any() else math.nan

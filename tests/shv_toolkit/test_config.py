@@ -57,3 +57,11 @@ def test_decoder_threads_are_not_hashed_but_validated():
     for bad in (-1, 1.5, "2", True):
         with pytest.raises(UsageError, match="clips.decoder_threads"):
             BuildConfig.from_dict({"clips": {"decoder_threads": bad}})
+
+
+@pytest.mark.parametrize("name", ["sample_stride", "pose_stride"])
+def test_score_strides_are_hashed_and_validated(name):
+    assert BuildConfig.from_dict({"filters": {name: 3}}).config_hash() != BuildConfig().config_hash()
+    for bad in (0, -2, 2.5, "5", True):
+        with pytest.raises(UsageError, match=f"filters.{name}"):
+            BuildConfig.from_dict({"filters": {name: bad}})

@@ -279,6 +279,28 @@ def test_score_only_still_scores(real_clips, singing):
     assert decide(s, cfg) == (True, None)
 
 
+def test_pose_is_the_median_over_every_pose_stride_th_frame(real_clips, singing):
+    """score_clip asks the estimator for frames 0, pose_stride, ... and reports the median |angle|."""
+
+    class Spy:
+        calls: list[tuple[int, int]] = []
+
+        def estimate(self, frames, stride):
+            self.calls.append((len(frames), stride))
+            n = len(range(0, len(frames), stride))
+            return np.linspace(-20.0, 10.0, n), np.full(n, -4.0)
+
+    _, crops, stats = real_clips[0]
+    spy = Spy()
+    for stride in (10, 7):
+        s = score_clip(crops, singing, None, stats, FilterConfig(pose_stride=stride), spy)
+        n = len(range(0, len(crops), stride))
+        assert spy.calls[-1] == (len(crops), stride)
+        assert s["yaw_deg"] == pytest.approx(float(np.median(np.abs(np.linspace(-20.0, 10.0, n)))))
+        assert s["pitch_deg"] == 4.0
+    assert FilterConfig().pose_stride == 10
+
+
 def test_pose_from_points_recovers_known_rotation():
     # independent geometry: project the head model with a known rotation, recover yaw and pitch
     w, h = 640, 480

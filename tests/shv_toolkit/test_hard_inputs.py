@@ -129,6 +129,9 @@ def test_rotation_metadata_is_applied(hard_build):
     info = media.probe(hard_build["inputs"]["rotated"])
     # stored 360 wide x 640 tall; displayed (after the 90 degree display rotation) 640 x 360
     assert info.rotation == 90 and (info.width, info.height) == (640, 360)
+    # without the first-frame decode (verify_clip's probe of the toolkit's own clips) it is not read
+    stored = media.probe(hard_build["inputs"]["rotated"], read_rotation=False)
+    assert stored.rotation == 0 and (stored.width, stored.height) == (360, 640)
     with av.open(str(hard_build["inputs"]["rotated"])) as c:
         assert (c.streams.video[0].codec_context.width, c.streams.video[0].codec_context.height) == (360, 640)
     shown = media.read_video(hard_build["inputs"]["rotated"])

@@ -101,9 +101,9 @@ class MediaPipeBackend(LandmarkBackend):
         self._still = self._session(static=True)
 
     def _session(self, static: bool):
-        from mediapipe.python.solutions.face_mesh import FaceMesh
+        from shv_toolkit.mediapipe_import import import_mediapipe
 
-        return FaceMesh(
+        return import_mediapipe().solutions.face_mesh.FaceMesh(
             static_image_mode=static,
             max_num_faces=1,
             refine_landmarks=True,
