@@ -401,6 +401,24 @@ def i420_to_rgb(yuv: np.ndarray, colorspace: int = 2, reformatter: VideoReformat
     return (reformatter or VideoReformatter()).reformat(vf, format="rgb24", threads=1).to_ndarray()
 
 
+#: limited-range luma (16..235) -> full-range grey level (0..255)
+_LIMITED_TO_FULL = np.clip(np.round((np.arange(256) - 16) * 255 / 219), 0, 255).astype(np.uint8)
+
+
+def i420_grey(yuv: np.ndarray) -> np.ndarray:
+    """Full-range grey levels ``(..., H, W)`` uint8 of limited-range I420 images ``(..., 3H/2, W)``: the
+    luma plane stretched from 16..235 to 0..255. For BT.601 images this is OpenCV's ``RGB2GRAY`` of their
+    RGB within 1 code value except where the RGB conversion clips a colour (under 0.1 % of the pixels of
+    real 512² crops, mean difference 0.03), and 4x cheaper than converting to RGB first; for BT.709
+    images it is their BT.709 luma."""
+    yuv = np.asarray(yuv)
+    if yuv.dtype != np.uint8 or yuv.ndim < 2 or yuv.shape[-2] % 3:
+        raise ValueError(f"expected (..., 3H/2, W) uint8 I420, got {yuv.shape} {yuv.dtype}")
+    h, w = yuv.shape[-2] * 2 // 3, yuv.shape[-1]
+    y = np.ascontiguousarray(yuv[..., :h, :])
+    return cv2.LUT(y.reshape(-1, w), _LIMITED_TO_FULL).reshape(y.shape)  # 2-D for OpenCV
+
+
 def read_video(
     path: str | os.PathLike,
     fps: float = 25.0,
@@ -539,7 +557,15 @@ class VideoWriter:
         ``colorspace``)."""
         if yuv.dtype != np.uint8 or yuv.shape != (self.height * 3 // 2, self.width):
             raise ValueError(f"expected ({self.height * 3 // 2}, {self.width}) uint8 I420, got {yuv.shape} {yuv.dtype}")
-        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(yuv), format="yuv420p")
+        yuv = np.ascontiguousarray(yuv)
+        vf = av.VideoFrame(self.width, self.height, "yuv420p")
+        if all(p.line_size == p.width for p in vf.planes):  # unpadded planes: one copy each, 0.01 ms
+            flat, n_y = yuv.reshape(-1), self.width * self.height
+            vf.planes[0].update(flat[:n_y])
+            vf.planes[1].update(flat[n_y:n_y + n_y // 4])
+            vf.planes[2].update(flat[n_y + n_y // 4:])
+        else:  # rows padded for alignment: PyAV copies row by row (0.08 ms at 512x512)
+            vf = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
         vf.pts = self.n_frames
         for packet in self._v.encode(vf):
             self._c.mux(packet)

@@ -48,7 +48,7 @@ from shv_toolkit.inputs import InputLineError, SourceSpec, parse_url_list
 from shv_toolkit.manifest import io as manifest_io
 from shv_toolkit.manifest.schema import SCHEMA_VERSION, empty_row
 from shv_toolkit.manifest.split import assign_splits
-from shv_toolkit.stages.clips import ClipSpec, plan_source, render_segment
+from shv_toolkit.stages.clips import ClipFrames, ClipSpec, plan_source, render_segment
 
 if TYPE_CHECKING:
     from shv_toolkit.engines.base import Engine
@@ -477,10 +477,10 @@ class SourceProcessor:
         fcfg = cfg.filters
         poses = self.pose()
 
-        def on_clip(cs, frames: np.ndarray, audio: np.ndarray | None, vocals: np.ndarray | None) -> dict:
+        def on_clip(cs, frames: ClipFrames, audio: np.ndarray | None, vocals: np.ndarray | None) -> dict:
             stats = FaceStats(cs.detected, cs.face_side_px, cs.other_face_ratio, crop_scale=cfg.faces.crop_scale)
             with poses.borrow() as pose:
-                scores = score_clip(frames, audio, vocals, stats, fcfg, pose)
+                scores = score_clip(frames, audio, vocals, stats, fcfg, pose, grey=frames.grey)
             keep, reason = decide(scores, fcfg)
             if not cs.crop_ok and fcfg.mode != "score-only":
                 keep, reason = False, cs.crop_reason

@@ -180,7 +180,41 @@ def plan_source(
     return SourcePlan(kept_i, dropped_i, tracks, specs)
 
 
-OnClip = Callable[[ClipSpec, np.ndarray, np.ndarray | None, np.ndarray | None], dict | None]
+class ClipFrames(Sequence):
+    """A rendered clip as :func:`render_segment` hands it to ``on_clip``, before it is encoded.
+
+    ``len(clip)`` frames; ``clip[i]`` is frame ``i`` as ``(S, S, 3)`` uint8 RGB, converted from the I420
+    crop on access (scoring needs RGB only for the head-pose frames); ``np.asarray(clip)`` converts
+    them all. ``grey``: ``(n, S, S)`` full-range grey levels (:func:`media.i420_grey`), ``i420``: the
+    ``(n, 3S/2, S)`` crops that are encoded, ``matrix``: their H.273 matrix (2: BT.601).
+    """
+
+    def __init__(self, i420: np.ndarray, matrix: int) -> None:
+        self.i420 = i420
+        self.matrix = int(matrix)
+        self._grey: np.ndarray | None = None
+        self._rf = media.VideoReformatter()
+
+    def __len__(self) -> int:
+        return len(self.i420)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        return media.i420_to_rgb(self.i420[i], self.matrix, self._rf)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = np.stack([self[i] for i in range(len(self))])
+        return out if dtype is None else out.astype(dtype)
+
+    @property
+    def grey(self) -> np.ndarray:
+        if self._grey is None:
+            self._grey = media.i420_grey(self.i420)
+        return self._grey
+
+
+OnClip = Callable[[ClipSpec, ClipFrames, np.ndarray | None, np.ndarray | None], dict | None]
 
 
 def _audio_slice(audio: np.ndarray, start: int, n: int, fps: float, sr: int) -> np.ndarray:
@@ -258,8 +292,8 @@ def render_segment(
     ``mp4_audio_rate``), ``<clip_id>.wav`` and ``<clip_id>.vocals.wav`` (16-bit PCM), each
     atomically. Audio shorter than the video is zero-padded to exactly ``n_frames / fps`` seconds.
 
-    ``on_clip(spec, frames, audio, vocals)`` gets the ``(n, size, size, 3)`` uint8 crops and the
-    clip's audio arrays before anything is written; its returned dict is stored in
+    ``on_clip(spec, frames, audio, vocals)`` gets the crops as :class:`ClipFrames` (RGB frames on
+    access, grey levels, the I420 images) and the clip's audio arrays before anything is written; its returned dict is stored in
     :attr:`ClipFiles.extra`. If that dict has ``keep`` False and ``write_rejected`` is False, no
     file is written for the clip. Every written mp4 is checked with :func:`verify_clip`.
 
@@ -342,9 +376,7 @@ def _finish_clip(
     v = None if vocals is None else _audio_slice(vocals, spec.start_frame, n, cfg.fps, sr)
     scores = {}
     if on_clip is not None:
-        rf = media.VideoReformatter()
-        rgb = np.stack([media.i420_to_rgb(f, clip.matrix, rf) for f in frames])
-        scores = on_clip(spec, rgb, a, v) or {}
+        scores = on_clip(spec, ClipFrames(frames, clip.matrix), a, v) or {}
     files = ClipFiles(spec.clip_id, None, None, None, n, n / cfg.fps, cfg.size, dict(scores))
     if not write_rejected and scores.get("keep", True) is False:
         return files

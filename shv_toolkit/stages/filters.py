@@ -6,7 +6,7 @@ in a fixed order and names the first failing filter, its value and its threshold
 (e.g. ``"sharpness=8.1<15.0"``). ``FilterConfig.mode == "score-only"`` keeps every clip.
 
 Input of :func:`score_clip` is the clip as the crop stage hands it over: ``(T, S, S, 3) uint8`` RGB
-crops (S = 512 by default) in which the smoothed face box is centred and fills ``crop_scale`` of the
+crops (S = 512 by default; in a build, grey levels are the clips' own luma, see ``score_clip``'s ``grey``) in which the smoothed face box is centred and fills ``crop_scale`` of the
 side, the clip's 16 kHz mono mix and vocals stem (either may be ``None``), and the per-frame face
 statistics of the tracked subject (:class:`FaceStats`, source pixels).
 
@@ -348,24 +348,36 @@ def score_clip(
     cfg: FilterConfig,
     pose: PoseEstimator | None = None,
     sample_rate: int = 16000,
+    *,
+    grey: np.ndarray | None = None,
 ) -> dict[str, float]:
     """All quality scores of one clip (keys :data:`SCORE_NAMES`); see the module docstring.
 
     ``frames``: ``(T, S, S, 3) uint8`` RGB crops; ``audio``/``vocals``: mono float at ``sample_rate``
     (``None`` when absent: the audio scores are then ``nan``); ``pose``: an open
     :class:`PoseEstimator` (``None``: yaw/pitch are ``nan``, i.e. not measured).
+    ``grey``: the clip's ``(T, S, S) uint8`` grey levels when the caller has them (the luma of the I420
+    crops, :func:`shv_toolkit.media.i420_grey`); every grey-level score then uses them, and ``frames``
+    may be any sequence of ``T`` RGB frames (e.g. :class:`~shv_toolkit.stages.clips.ClipFrames`, which
+    converts on access): only the head-pose frames are read. Without it, grey is OpenCV's ``RGB2GRAY``.
     """
-    frames = np.asarray(frames)
-    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-        raise ValueError(f"expected (T, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
+    if grey is None:
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"expected (T, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
+        greys: Any = (_grey(f) for f in frames)  # every frame once, for motion below
+    else:
+        grey = np.asarray(grey)
+        if grey.ndim != 3 or grey.dtype != np.uint8 or len(grey) != len(frames):
+            raise ValueError(f"expected ({len(frames)}, H, W) uint8 grey frames, got {grey.shape} {grey.dtype}")
+        greys = grey
     t = len(frames)
     if t == 0:
         raise ValueError("score_clip needs at least one frame")
     if len(face.detected) != t:
         raise ValueError(f"FaceStats has {len(face.detected)} frames, the clip {t}")
     stride = max(1, int(cfg.sample_stride))
-    sampled = frames[::stride]
-    grey_s = np.stack([_grey(f) for f in sampled])
+    grey_s = grey[::stride] if grey is not None else np.stack([_grey(f) for f in frames[::stride]])
     s: dict[str, float] = {}
 
     # --- face statistics (from the face stage)
@@ -401,7 +413,7 @@ def score_clip(
 
     # --- motion on every frame at 128x128
     small = np.stack(
-        [cv2.resize(_grey(f), (128, 128), interpolation=cv2.INTER_AREA).astype(np.float32) for f in frames]
+        [cv2.resize(g, (128, 128), interpolation=cv2.INTER_AREA).astype(np.float32) for g in greys]
     )
     if t >= 2:
         diffs = np.abs(np.diff(small, axis=0)).mean(axis=(1, 2))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 
+import cv2
 import numpy as np
 import pytest
 import soundfile as sf
@@ -76,8 +77,9 @@ def rendered(source, plan, tmp_path_factory, monkeypatch_module):
     seen = {}
 
     def on_clip(spec, frames, a, v):
-        seen[spec.clip_id] = (frames.copy(), a.copy(), v.copy())
-        return {"keep": True, "mean_level": float(frames.mean())}
+        rgb = np.asarray(frames)
+        seen[spec.clip_id] = (rgb, a.copy(), v.copy(), frames.grey.copy(), frames[7], len(frames))
+        return {"keep": True, "mean_level": float(rgb.mean())}
 
     out = tmp_path_factory.mktemp("clips")
     files = render_segment(path, plan.specs, out, CCFG, audio, vocals, on_clip=on_clip)
@@ -145,8 +147,14 @@ def test_render_writes_verified_clips(rendered, plan):
         voc, _ = sf.read(out / f.vocals_path, dtype="float32")
         np.testing.assert_allclose(voc, vocals[i0:i0 + 32000], atol=1e-4)
         # on_clip saw the frames that were encoded, and its dict travels in ClipFiles.extra
-        frames, a, v = seen[spec.clip_id]
-        assert frames.shape == (50, 512, 512, 3) and frames.dtype == np.uint8
+        frames, a, v, grey, frame7, n = seen[spec.clip_id]
+        assert frames.shape == (50, 512, 512, 3) and frames.dtype == np.uint8 and n == 50
+        np.testing.assert_array_equal(frame7, frames[7])  # one frame on access = the same pixels
+        # grey levels from the luma plane: OpenCV's RGB2GRAY of the same crops, but for rounding (and
+        # for colours the RGB conversion clips)
+        diff = grey.astype(int) - np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames])
+        assert grey.shape == (50, 512, 512) and abs(diff.mean()) < 0.1
+        assert np.mean(np.abs(diff) > 1) < 1e-3, np.abs(diff).max()
         assert f.extra == {"keep": True, "mean_level": pytest.approx(float(frames.mean()))}
         decoded = media.read_video(out / f.video_path)
         assert decoded.shape == frames.shape
@@ -250,7 +258,7 @@ def test_render_other_pixel_formats(source, plan, rendered, tmp_path, args, path
     seen = {}
 
     def on_clip(spec, frames, a, v):
-        seen["frames"] = frames.copy()
+        seen["frames"] = np.asarray(frames)
 
     with pytest.MonkeyPatch.context() as mp:
         cuts = count_crops(mp)

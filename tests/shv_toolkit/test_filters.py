@@ -279,6 +279,28 @@ def test_score_only_still_scores(real_clips, singing):
     assert decide(s, cfg) == (True, None)
 
 
+def test_scores_from_the_luma_plane_match_scores_from_rgb(real_clips, singing, pose):
+    """A build scores the I420 crops it encodes: grey levels from their luma plane (ClipFrames.grey),
+    RGB only for the pose frames. The scores agree with the RGB route on the same pictures."""
+    from shv_toolkit import media
+    from shv_toolkit.stages.clips import ClipFrames
+
+    cfg = FilterConfig()
+    for name, crops, stats in real_clips:
+        clip = ClipFrames(np.stack([media.rgb_to_i420(f, 2) for f in crops]), 2)
+        rgb = np.asarray(clip)  # the pictures both routes see
+        a = score_clip(rgb, singing, None, stats, cfg, pose)
+        b = score_clip(clip, singing, None, stats, cfg, pose, grey=clip.grey)
+        assert b["luminance"] == pytest.approx(a["luminance"], abs=0.3), name
+        assert b["sharpness"] == pytest.approx(a["sharpness"], rel=0.03), name
+        assert b["motion"] == pytest.approx(a["motion"], abs=0.03), name
+        assert b["border_fraction"] == pytest.approx(a["border_fraction"], abs=0.01), name
+        for k in ("yaw_deg", "pitch_deg", "face_presence", "loudness_db", "vocal_activity"):
+            assert b[k] == a[k], (name, k)
+    with pytest.raises(ValueError, match="grey"):
+        score_clip(clip, singing, None, stats, cfg, pose, grey=clip.grey[:10])
+
+
 def test_pose_is_the_median_over_every_pose_stride_th_frame(real_clips, singing):
     """score_clip asks the estimator for frames 0, pose_stride, ... and reports the median |angle|."""
 

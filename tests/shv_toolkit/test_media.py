@@ -266,3 +266,36 @@ def test_decoder_threads_do_not_change_the_frames(shared_media):
     auto = [f for _, f in media.iter_frames(path, start=0.5, end=1.5, decoder_threads=0)]
     assert len(frames) == len(auto) == len(one) == 25
     assert all(np.array_equal(a, b) and np.array_equal(a, c) for a, b, c in zip(frames, auto, one, strict=True))
+
+
+def test_i420_grey_stretches_limited_range_luma():
+    yuv = np.full((2, 12, 8), 128, np.uint8)
+    yuv[0, :8] = np.arange(64).reshape(8, 8) * 4  # luma 0..252, chroma untouched
+    yuv[1, :8] = 16
+    yuv[1, 0, :3] = (235, 126, 240)
+    g = media.i420_grey(yuv)
+    assert g.shape == (2, 8, 8) and g.dtype == np.uint8
+    expect = np.clip(np.round((yuv[0, :8].astype(float) - 16) * 255 / 219), 0, 255)
+    np.testing.assert_array_equal(g[0], expect)
+    assert g[1, 0, :3].tolist() == [255, 128, 255] and (g[1, 1:] == 0).all()
+    np.testing.assert_array_equal(media.i420_grey(yuv[0]), g[0])
+    with pytest.raises(ValueError, match="I420"):
+        media.i420_grey(np.zeros((10, 8), np.uint8))
+
+
+@pytest.mark.parametrize("size", [512, 66])  # unpadded planes (one copy each) and padded rows
+def test_write_i420_stores_the_planes_exactly(tmp_path, size):
+    rng = np.random.default_rng(size)
+    yuv = np.empty((size * 3 // 2, size), np.uint8)
+    yuv[:size] = rng.integers(16, 236, (size, size))
+    yuv[size:] = rng.integers(16, 241, (size // 2, size))
+    with media.VideoWriter(tmp_path / "x.mp4", 25, size, size, crf=0) as w:  # x264 crf 0: lossless
+        w.write_i420(yuv)
+        w.write_i420(yuv[::-1].copy())
+    import av
+
+    with av.open(str(tmp_path / "x.mp4")) as c:
+        got = [f.to_ndarray() for f in c.decode(video=0)]
+    assert len(got) == 2
+    np.testing.assert_array_equal(got[0], yuv)
+    np.testing.assert_array_equal(got[1], yuv[::-1])
