@@ -44,6 +44,7 @@ import numpy as np
 from shv_toolkit import __version__, media
 from shv_toolkit.config import BuildConfig
 from shv_toolkit.errors import MediaError, ShvError, SourceError, UsageError
+from shv_toolkit.helpers import HelperCalls
 from shv_toolkit.inputs import InputLineError, SourceSpec, parse_url_list
 from shv_toolkit.manifest import io as manifest_io
 from shv_toolkit.manifest.schema import SCHEMA_VERSION, empty_row
@@ -382,7 +383,6 @@ class SourceProcessor:
         return PlannedSource(row, timings, groups, group_clips)
 
     def _analyse(self, spec: SourceSpec, row: dict[str, Any], timings: dict[str, float]) -> list[ClipSpec]:
-        from shv_toolkit.stages.analysis import analyse_source
         from shv_toolkit.stages.download import fetch_source
 
         cfg, layout = self.cfg, self.layout
@@ -398,14 +398,42 @@ class SourceProcessor:
             extractor=rec.extractor,
         )
 
-        t = time.perf_counter()
         helpers = cfg.helper_threads()
+        rates = [cfg.clips.sample_rate] + ([MIX_RATE] if cfg.vocals.backend != "none" else [])
+        # the audio caches the clip groups read: decoded on a helper thread during the analysis pass
+        # (with helper threads), else after it; either way its errors come after the analysis' own
+        with HelperCalls(1 if helpers > 0 else 0, "shv-audio") as audio_calls:
+            if helpers > 0:
+                for rate in rates:
+                    audio_calls.submit(self._audio, src_path, spec.source_id, rate)
+            try:
+                specs = self._analyse_video(src_path, spec.source_id, row, timings, helpers)
+            except BaseException:
+                audio_calls.join_quietly()
+                for rate in rates:  # a failed source keeps no audio cache
+                    self.layout.audio_cache(spec.source_id, rate).unlink(missing_ok=True)
+                raise
+            t = time.perf_counter()
+            if helpers == 0:
+                for rate in rates:
+                    self._audio(src_path, spec.source_id, rate)
+            audio_calls.join()
+            # the part of the audio decode the analysis did not hide (all of it without helpers)
+            timings["audio"] = time.perf_counter() - t
+        return specs
+
+    def _analyse_video(self, src_path: Path, source_id: str, row: dict[str, Any], timings: dict[str, float],
+                       helpers: int) -> list[ClipSpec]:
+        from shv_toolkit.stages.analysis import analyse_source
+
+        cfg = self.cfg
+        t = time.perf_counter()
         # the analysis decode feeds light consumers: FFmpeg's own threads, unless everything runs in one
         analysis = analyse_source(src_path, cfg.scenes, cfg.faces, fps=cfg.clips.fps, progress=self.progress,
                                   threads=helpers, decoder_threads=1 if helpers == 0 else 0)
         timings["analysis"] = time.perf_counter() - t
         t = time.perf_counter()
-        plan = plan_source(analysis, spec.source_id, cfg.faces, cfg.clips)
+        plan = plan_source(analysis, source_id, cfg.faces, cfg.clips)
         timings["tracking"] = time.perf_counter() - t
         row["n_scenes"] = len(analysis.scenes)
         row["n_scenes_too_short"] = len(plan.dropped_scenes)
@@ -419,13 +447,6 @@ class SourceProcessor:
             raise SourceError(f"no face found in {len(plan.kept_scenes)} usable scene(s)")
         if not plan.specs:
             raise SourceError(f"no face track of at least {cfg.clips.clip_seconds:g} s ({n_tracks} tracks)")
-
-        # decode the audio once here; clip groups read their spans from these caches
-        t = time.perf_counter()
-        self._audio(src_path, spec.source_id, cfg.clips.sample_rate)
-        if cfg.vocals.backend != "none":
-            self._audio(src_path, spec.source_id, MIX_RATE)
-        timings["audio"] = time.perf_counter() - t
         return plan.specs
 
     def _audio(self, src_path: Path, source_id: str, rate: int) -> np.ndarray:

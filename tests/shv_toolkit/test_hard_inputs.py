@@ -173,6 +173,9 @@ def test_very_large_resolution_is_cropped_from_source_pixels(hard_build):
 def test_no_face_and_two_faces_get_clear_errors(hard_build):
     no_face = _source(hard_build, "no_face")
     assert no_face["status"] == "failed" and "no face" in no_face["error"]
+    # its audio was decoded beside the analysis pass; a failed source keeps no audio cache
+    work = hard_build["out"] / "work" / no_face["source_id"]
+    assert work.is_dir() and not list(work.glob("audio-*.npy"))
     two = _source(hard_build, "two_faces")
     assert two["status"] == "empty" and "other_face_ratio" in two["error"]
     assert two["n_clips_kept"] == 0 and two["n_clips_total"] >= 2  # one candidate per face, both dropped
