@@ -299,7 +299,8 @@ def render_segment(
 
     ``threads``: 0 finishes each clip (``on_clip``, encode, write, verify) in the calling thread;
     N > 0 finishes up to N clips at once in background threads while this thread goes on decoding and
-    cropping (x264 and mediapipe release the GIL). ``on_clip`` must then be safe to call from several
+    cropping (x264 and mediapipe release the GIL); the last clip, with nothing left to decode, is
+    finished in the calling thread beside the helpers' last ones. ``on_clip`` must then be safe to call from several
     threads. The files are identical for every value: each clip has its own single-threaded encoder.
     ``decoder_threads``: see :func:`media.iter_frames`.
     Returns one :class:`ClipFiles` per spec, in the order of ``specs``.
@@ -336,8 +337,13 @@ def render_segment(
                         rgb = sf.rgb() if rgb is None else rgb
                         c.frames[i] = media.rgb_to_i420(apply_crop(rgb, c.spec.boxes[i], cfg.size), c.matrix)
                     if k == c.spec.end_frame - 1:
-                        finished[c.spec.clip_id] = finisher.submit(_finish_clip, c, out_dir, cfg, audio16k,
-                                                                   vocals16k, on_clip, write_rejected, sr)
+                        args = (c, out_dir, cfg, audio16k, vocals16k, on_clip, write_rejected, sr)
+                        if len(finished) == len(specs) - 1:
+                            # the last clip: this thread has nothing left to decode, so it finishes the clip
+                            # itself beside the helpers' last ones instead of queueing it and idling
+                            finished[c.spec.clip_id] = _finish_clip(*args)
+                        else:
+                            finished[c.spec.clip_id] = finisher.submit(_finish_clip, *args)
                     else:
                         still.append(c)
                 active = still

@@ -171,7 +171,8 @@ def test_render_writes_verified_clips(rendered, plan):
 
 def test_render_is_byte_identical_on_clip_threads(rendered, source, plan, tmp_path):
     """The fixture rendered in the calling thread; two clip threads give the same bytes, and the
-    clips really are finished on those threads, two at a time."""
+    clips really are finished two at a time: the first on a helper thread, the last by the calling
+    thread itself once it has nothing left to decode."""
     out, files, *_ , audio, vocals = rendered
     path = source[0]
     assert len(plan.specs) == 2
@@ -190,7 +191,8 @@ def test_render_is_byte_identical_on_clip_threads(rendered, source, plan, tmp_pa
         for attr in ("video_path", "audio_path", "vocals_path"):
             assert (out / getattr(f1, attr)).read_bytes() == (tmp_path / getattr(f2, attr)).read_bytes()
         assert f2.extra == {"both_running": True}
-    assert all(name.startswith("shv-clip") for name in seen_threads.values()), seen_threads
+    first, last = (seen_threads[s.clip_id] for s in plan.specs)
+    assert first.startswith("shv-clip") and last == threading.current_thread().name, seen_threads
 
 
 def test_render_thread_error_propagates_and_leaves_no_partial_file(source, plan, tmp_path):
