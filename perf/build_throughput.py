@@ -95,11 +95,6 @@ def baseline_encode(src: Path, clips: pd.DataFrame, fps: float, size: int, tmp: 
     return total
 
 
-def _build_args(args: argparse.Namespace) -> dict:
-    return {"vocals": args.vocals, "filter_mode": args.filter_mode, "threads": args.threads,
-            "decoder_threads": args.decoder_threads, "workers": args.workers}
-
-
 def child_build(list_file: Path, out: Path, opts: dict) -> dict:
     """One timed shv-build, in this (fresh) process after importing the pipeline module, as a user's
     process would be once Python and the toolkit are loaded: mediapipe, scene detection, models and
@@ -157,7 +152,8 @@ def main() -> None:
     if args.child:
         print(json.dumps(child_build(Path(args.child[0]), Path(args.child[1]), json.loads(args.child[2]))))
         return
-    opts = _build_args(args)
+    opts = {"vocals": args.vocals, "filter_mode": args.filter_mode, "threads": args.threads,
+            "decoder_threads": args.decoder_threads, "workers": args.workers}
     one_core = args.workers == 1 and args.threads == 0
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)

@@ -53,11 +53,6 @@ class HelperCalls:
             self._pool.shutdown(wait=True)
         self._raise()
 
-    def join_quietly(self) -> None:
-        """Wait for every call and drop their failures (when the caller is failing already)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
-
     @staticmethod
     def value(v: Any) -> Any:
         """The result of what :meth:`submit` returned (a value, or a Future to wait for)."""

@@ -7,8 +7,8 @@ and OpenCV already loaded), paid by every build process before its first frame i
 task module likewise imports ``sounddevice`` (loading PortAudio, 0.04 s) for microphone recording.
 
 :func:`import_mediapipe` imports mediapipe with :class:`DeferredModule` placeholders standing in for
-``matplotlib``, ``matplotlib.pyplot`` and ``sounddevice`` (only for those not imported yet) and removes the placeholders
-from ``sys.modules`` straight afterwards, so any later ``import matplotlib.pyplot`` gets the real
+``matplotlib``, ``matplotlib.pyplot`` and ``sounddevice`` (only for those not imported yet) and
+removes the placeholders from ``sys.modules`` straight afterwards, so any later ``import matplotlib.pyplot`` gets the real
 module. mediapipe's ``drawing_utils.plt`` (and ``audio_record.sd``) keep the placeholder, which
 imports the real module on its first attribute access and forwards to it: ``plot_landmarks`` still
 works. mediapipe then imports in 0.09-0.12 s instead of 0.47-0.54 s (three fresh processes each).

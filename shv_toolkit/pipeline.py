@@ -402,24 +402,23 @@ class SourceProcessor:
         rates = [cfg.clips.sample_rate] + ([MIX_RATE] if cfg.vocals.backend != "none" else [])
         # the audio caches the clip groups read: decoded on a helper thread during the analysis pass
         # (with helper threads), else after it; either way its errors come after the analysis' own
-        with HelperCalls(1 if helpers > 0 else 0, "shv-audio") as audio_calls:
-            if helpers > 0:
-                for rate in rates:
-                    audio_calls.submit(self._audio, src_path, spec.source_id, rate)
-            try:
+        try:
+            with HelperCalls(1 if helpers > 0 else 0, "shv-audio") as audio_calls:
+                if helpers > 0:
+                    for rate in rates:
+                        audio_calls.submit(self._audio, src_path, spec.source_id, rate)
                 specs = self._analyse_video(src_path, spec.source_id, row, timings, helpers)
-            except BaseException:
-                audio_calls.join_quietly()
-                for rate in rates:  # a failed source keeps no audio cache
-                    self.layout.audio_cache(spec.source_id, rate).unlink(missing_ok=True)
-                raise
-            t = time.perf_counter()
-            if helpers == 0:
-                for rate in rates:
-                    self._audio(src_path, spec.source_id, rate)
-            audio_calls.join()
-            # the part of the audio decode the analysis did not hide (all of it without helpers)
-            timings["audio"] = time.perf_counter() - t
+                t = time.perf_counter()
+                if helpers == 0:
+                    for rate in rates:
+                        self._audio(src_path, spec.source_id, rate)
+                audio_calls.join()
+                # the part of the audio decode the analysis did not hide (all of it without helpers)
+                timings["audio"] = time.perf_counter() - t
+        except BaseException:  # leaving the with block waited for the helper: its file is complete
+            for rate in rates:  # a failed source keeps no audio cache
+                self.layout.audio_cache(spec.source_id, rate).unlink(missing_ok=True)
+            raise
         return specs
 
     def _analyse_video(self, src_path: Path, source_id: str, row: dict[str, Any], timings: dict[str, float],

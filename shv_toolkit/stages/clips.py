@@ -293,15 +293,15 @@ def render_segment(
     atomically. Audio shorter than the video is zero-padded to exactly ``n_frames / fps`` seconds.
 
     ``on_clip(spec, frames, audio, vocals)`` gets the crops as :class:`ClipFrames` (RGB frames on
-    access, grey levels, the I420 images) and the clip's audio arrays before anything is written; its returned dict is stored in
-    :attr:`ClipFiles.extra`. If that dict has ``keep`` False and ``write_rejected`` is False, no
+    access, grey levels, the I420 images) and the clip's audio arrays before anything is written;
+    its returned dict is stored in :attr:`ClipFiles.extra`. If that dict has ``keep`` False and ``write_rejected`` is False, no
     file is written for the clip. Every written mp4 is checked with :func:`verify_clip`.
 
     ``threads``: 0 finishes each clip (``on_clip``, encode, write, verify) in the calling thread;
     N > 0 finishes up to N clips at once in background threads while this thread goes on decoding and
     cropping (x264 and mediapipe release the GIL); the last clip, with nothing left to decode, is
-    finished in the calling thread beside the helpers' last ones. ``on_clip`` must then be safe to call from several
-    threads. The files are identical for every value: each clip has its own single-threaded encoder.
+    finished in the calling thread beside the helpers' last ones. ``on_clip`` must then be safe to
+    call from several threads. The files are identical for every value: each clip has its own single-threaded encoder.
     ``decoder_threads``: see :func:`media.iter_frames`.
     Returns one :class:`ClipFiles` per spec, in the order of ``specs``.
     """

@@ -365,19 +365,19 @@ def score_clip(
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"expected (T, H, W, 3) uint8 frames, got {frames.shape} {frames.dtype}")
-        greys: Any = (_grey(f) for f in frames)  # every frame once, for motion below
-    else:
-        grey = np.asarray(grey)
-        if grey.ndim != 3 or grey.dtype != np.uint8 or len(grey) != len(frames):
-            raise ValueError(f"expected ({len(frames)}, H, W) uint8 grey frames, got {grey.shape} {grey.dtype}")
-        greys = grey
     t = len(frames)
     if t == 0:
         raise ValueError("score_clip needs at least one frame")
     if len(face.detected) != t:
         raise ValueError(f"FaceStats has {len(face.detected)} frames, the clip {t}")
+    if grey is None:
+        grey = np.stack([_grey(f) for f in frames])
+    else:
+        grey = np.asarray(grey)
+        if grey.ndim != 3 or grey.dtype != np.uint8 or len(grey) != t:
+            raise ValueError(f"expected ({t}, H, W) uint8 grey frames, got {grey.shape} {grey.dtype}")
     stride = max(1, int(cfg.sample_stride))
-    grey_s = grey[::stride] if grey is not None else np.stack([_grey(f) for f in frames[::stride]])
+    grey_s = grey[::stride]
     s: dict[str, float] = {}
 
     # --- face statistics (from the face stage)
@@ -413,7 +413,7 @@ def score_clip(
 
     # --- motion on every frame at 128x128
     small = np.stack(
-        [cv2.resize(g, (128, 128), interpolation=cv2.INTER_AREA).astype(np.float32) for g in greys]
+        [cv2.resize(g, (128, 128), interpolation=cv2.INTER_AREA).astype(np.float32) for g in grey]
     )
     if t >= 2:
         diffs = np.abs(np.diff(small, axis=0)).mean(axis=(1, 2))
