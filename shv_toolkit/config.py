@@ -72,6 +72,14 @@ class FaceConfig:
     # accurate (perf/face_stride_accuracy.py on the real videos: crop centre p95 error 0.3-0.7 % of
     # the crop side, 2-6x below the detector's own frame-to-frame scatter); 37-47 % less analysis time.
     detect_stride: int = 3
+    # Keyframes: the detector runs on every (detect_stride x keyframe_multiple)-th grid frame (and the
+    # last); the detect_stride frames between two keyframes are detected only where the keyframes'
+    # faces disagree (another number of faces, or a face whose best partner overlaps it with IoU below
+    # keyframe_agree_iou), so face changes, misses and cuts that move the face are still seen at
+    # detect_stride. 1 detects every detect_stride-th frame. 2 measured by perf/face_stride_accuracy.py
+    # (README, Performance) against per-frame detection on the real videos.
+    keyframe_multiple: int = 2
+    keyframe_agree_iou: float = 0.5
     iou_threshold: float = 0.3  # IoU linking detections into a track
     max_gap_frames: int = 5  # a track survives this many frames without a detection
     smooth_window: int = 25  # median filter window (frames) for box centre and size
@@ -239,6 +247,11 @@ class BuildConfig:
                             f"{self.clips.fps!r} fps x {self.clips.clip_seconds!r} s")
         if not isinstance(self.faces.detect_stride, int) or self.faces.detect_stride < 1:
             problems.append(f"faces.detect_stride must be an integer >= 1, got {self.faces.detect_stride!r}")
+        km = self.faces.keyframe_multiple
+        if not isinstance(km, int) or isinstance(km, bool) or km < 1:
+            problems.append(f"faces.keyframe_multiple must be an integer >= 1, got {km!r}")
+        if not 0 < self.faces.keyframe_agree_iou <= 1:
+            problems.append(f"faces.keyframe_agree_iou must be in (0, 1], got {self.faces.keyframe_agree_iou!r}")
         for name in ("sample_stride", "pose_stride"):
             v = getattr(self.filters, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:

@@ -281,6 +281,10 @@ def render_markdown() -> str:
         "8-bit limited-range 4:2:0 sources are cropped in their own YUV (no RGB round trip; the clip keeps and",
         "tags the source's BT.601/BT.709 matrix), chroma aligned with luma on the even crop grid; other",
         "sources go through RGB and are stored as BT.601. The exact definition is in `shv_toolkit/stages/crop.py`.",
+        "The face box comes from mediapipe's detector run on keyframes (every `faces.detect_stride` x",
+        "`faces.keyframe_multiple` frames, and on every `faces.detect_stride`-th frame between two keyframes",
+        "whose faces disagree), linearly interpolated between detections and median-smoothed over",
+        "`faces.smooth_window` frames (`shv_toolkit/stages/analysis.py`, `faces.py`).",
         "",
         "## Split",
         "",
@@ -328,5 +332,17 @@ def write_markdown(path: str | Path | None = None) -> Path:
     return p
 
 
+def main(argv: list[str] | None = None) -> None:
+    """``python -m shv_toolkit.manifest.schema [OUT]``: regenerate the schema document."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m shv_toolkit.manifest.schema",
+                                 description="Write the manifest schema document (Markdown).")
+    ap.add_argument("out", nargs="?", type=Path, default=None,
+                    help=f"where to write it (default: {schema_doc_path()})")
+    args = ap.parse_args(argv)
+    sys.stdout.write(f"wrote {write_markdown(args.out)}\n")
+
+
 if __name__ == "__main__":
-    sys.stdout.write(f"wrote {write_markdown(sys.argv[1] if len(sys.argv) > 1 else None)}\n")
+    main()

@@ -1,21 +1,24 @@
-"""Analysis pass: ONE decode of a source feeds scene detection and face detection."""
+"""Analysis pass: ONE decode of a source feeds scene detection and face detection (on keyframes, refined
+where they disagree)."""
 
 from __future__ import annotations
 
 import logging
 import os
 import time
+from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from shv_toolkit import media
 from shv_toolkit.config import FaceConfig, SceneConfig
 from shv_toolkit.errors import MediaError
 from shv_toolkit.helpers import HelperCalls
-from shv_toolkit.stages.faces import Detection, FaceDetector
+from shv_toolkit.stages.faces import Detection, FaceDetector, detections_agree
 from shv_toolkit.stages.scenes import Scene, SceneCutter
 
 log = logging.getLogger(__name__)
@@ -30,7 +33,7 @@ class SourceAnalysis:
     * ``source_width``/``source_height``: displayed source size (after rotation); crops use these.
     * ``scenes``: all scenes, covering ``[0, n_frames)``.
     * ``detections``: grid frame -> faces, for every frame the detector ran on (see faces.py).
-    * ``detect_stride``: the stride used; ``seconds``: wall time of the pass.
+    * ``detect_stride``: the finest stride used (between disagreeing keyframes); ``seconds``: wall time.
     """
 
     path: str
@@ -46,6 +49,67 @@ class SourceAnalysis:
     seconds: float = 0.0
 
 
+class _KeyframeDetection:
+    """Which frames the detector runs on: every keyframe (``k % key == 0``, the first and the last frame),
+    and the ``k % stride == 0`` frames between two keyframes only when the two keyframes' faces disagree
+    (:func:`detections_agree`). The frames of an undecided interval are held until both its keyframes'
+    detections are known; at most ``max_open`` intervals wait, then the oldest is waited for."""
+
+    def __init__(self, det: FaceDetector, calls: HelperCalls, stride: int, multiple: int, agree_iou: float,
+                 max_open: int = 4) -> None:
+        self.det, self.calls = det, calls
+        self.stride, self.key = stride, stride * multiple
+        self.agree_iou = agree_iou
+        self.max_open = max_open
+        self.found: dict[int, list[Detection] | Future] = {}
+        self.refined = 0  # intervals whose in-between frames were detected
+        self._open: deque[tuple[int, int, list[tuple[int, np.ndarray]]]] = deque()
+        self._between: list[tuple[int, np.ndarray]] = []
+        self._last_key: int | None = None
+        self._last: tuple[int, np.ndarray] | None = None  # the latest frame, unless a keyframe
+
+    def push(self, k: int, frame: np.ndarray) -> None:
+        if self._last_key is None or k % self.key == 0:
+            self._keyframe(k, frame)
+        else:
+            if k % self.stride == 0:
+                self._between.append((k, frame))
+            self._last = (k, frame)
+        self._settle(wait=len(self._open) > self.max_open)
+
+    def finish(self) -> dict[int, list[Detection]]:
+        """Close the last interval at the last frame, decide every interval and return all detections."""
+        if self._last is not None:
+            k, frame = self._last
+            self._between = [(j, f) for j, f in self._between if j != k]
+            self._keyframe(k, frame)
+        while self._open:
+            self._settle(wait=True)
+        self.calls.join()
+        return {k: HelperCalls.value(v) for k, v in self.found.items()}
+
+    def _keyframe(self, k: int, frame: np.ndarray) -> None:
+        self.found[k] = self.calls.submit(self.det.detect, frame)
+        if self._last_key is not None and self._between:
+            self._open.append((self._last_key, k, self._between))
+        self._between, self._last_key, self._last = [], k, None
+
+    def _settle(self, wait: bool) -> None:
+        """Decide the oldest open intervals whose keyframes are detected (waiting for the oldest if ``wait``)."""
+        while self._open:
+            k0, k1, between = self._open[0]
+            ends = (self.found[k0], self.found[k1])
+            if not wait and any(isinstance(v, Future) and not v.done() for v in ends):
+                return
+            wait = False
+            self._open.popleft()
+            a, b = (HelperCalls.value(v) for v in ends)
+            if not detections_agree(a, b, self.agree_iou):
+                self.refined += 1
+                for k, frame in between:
+                    self.found[k] = self.calls.submit(self.det.detect, frame)
+
+
 def analyse_source(
     path: str | os.PathLike,
     scene_cfg: SceneConfig,
@@ -55,8 +119,9 @@ def analyse_source(
     threads: int = 0,
     decoder_threads: int = 0,
 ) -> SourceAnalysis:
-    """Decode ``path`` once at analysis resolution; detect scenes on every frame and faces on
-    every ``face_cfg.detect_stride``-th grid frame (``k % stride == 0``) and on the last frame.
+    """Decode ``path`` once at analysis resolution; detect scenes on every frame and faces on the
+    frames :class:`_KeyframeDetection` picks: every ``detect_stride * keyframe_multiple``-th grid frame
+    and the last, plus every ``detect_stride``-th frame between two keyframes whose faces disagree.
 
     ``threads`` > 0 runs face detection and scene cutting on two helper threads while this one decodes
     (mediapipe, OpenCV and NumPy release the GIL); the result is the same either way.
@@ -69,36 +134,30 @@ def analyse_source(
         raise MediaError(f"no video stream: {Path(path).name}")
     stride = max(1, int(face_cfg.detect_stride))
     cutter = SceneCutter(scene_cfg, fps=fps)
-    found: dict[int, list[Detection] | Future] = {}
     n = 0
     size = (0, 0)
     total = int(round(info.duration * fps)) or None
-    last_frame = None
     helpers = 1 if threads > 0 else 0
     with FaceDetector(face_cfg) as det, HelperCalls(helpers, "shv-faces", max_pending=8) as detect, \
             HelperCalls(helpers, "shv-scenes", max_pending=8) as cut, tqdm(
                 total=total, desc=f"analyse {Path(path).name[:30]}", unit="f", disable=not progress,
                 leave=False) as bar:
+        faces = _KeyframeDetection(det, detect, stride, max(1, int(face_cfg.keyframe_multiple)),
+                                   float(face_cfg.keyframe_agree_iou))
         for k, frame in media.iter_frames(path, fps=fps, max_side=scene_cfg.analysis_max_side,
                                              decoder_threads=decoder_threads):
             if n == 0:
                 size = (frame.shape[1], frame.shape[0])
-            if k % stride == 0:
-                found[k] = detect.submit(det.detect, frame)
-                last_frame = None
-            else:
-                last_frame = (k, frame)
+            faces.push(k, frame)
             cut.submit(cutter.push, k, frame)
             n = k + 1
             bar.update(1)
-        if last_frame is not None:  # close the last stride interval so tracks reach the end
-            found[last_frame[0]] = detect.submit(det.detect, last_frame[1])
-        detect.join()
+        detections = faces.finish()
         cut.join()
-        detections = {k: HelperCalls.value(v) for k, v in found.items()}
     scenes = cutter.finish(n)
     dt = time.perf_counter() - t0
-    log.info("analysed %s: %d frames, %d scenes, %.1f s", Path(path).name, n, len(scenes), dt)
+    log.info("analysed %s: %d frames, %d scenes, faces detected on %d frames (%d keyframe intervals "
+             "refined), %.1f s", Path(path).name, n, len(scenes), len(detections), faces.refined, dt)
     return SourceAnalysis(
         path=str(path), fps=fps, n_frames=n, width=size[0], height=size[1],
         source_width=int(info.width), source_height=int(info.height), scenes=scenes,

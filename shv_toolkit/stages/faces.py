@@ -7,7 +7,8 @@ by the frame edge (mediapipe reports the whole face).
 
 Detection frames: ``detections`` maps every grid frame on which the detector RAN to its list of
 detections (an empty list means "ran, found nothing"); frames absent from the mapping were not
-analysed (``FaceConfig.detect_stride`` > 1).
+analysed (``FaceConfig.detect_stride`` > 1, and between keyframes whose faces agree, see
+:func:`detections_agree` and :func:`shv_toolkit.stages.analysis.analyse_source`).
 """
 
 from __future__ import annotations
@@ -130,6 +131,24 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
+def detections_agree(a: list[Detection], b: list[Detection], min_iou: float) -> bool:
+    """Whether two frames show the same faces in the same places: as many detections on both, and
+    each of ``a`` paired one-to-one (greedily by decreasing IoU) with one of ``b`` at IoU >= ``min_iou``."""
+    if len(a) != len(b):
+        return False
+    pairs = sorted(((iou(da.box, db.box), i, j) for i, da in enumerate(a) for j, db in enumerate(b)),
+                   key=lambda p: (-p[0], p[1], p[2]))
+    used_a: set[int] = set()
+    used_b: set[int] = set()
+    for v, i, j in pairs:
+        if v < min_iou:
+            break
+        if i not in used_a and j not in used_b:
+            used_a.add(i)
+            used_b.add(j)
+    return len(used_a) == len(a)
+
+
 @dataclass
 class Track:
     """One subject's face through consecutive grid frames ``frames[0] .. frames[-1]``.
@@ -188,7 +207,9 @@ def track_faces(
     Frame by frame (analysed frames of ``[scene.start, scene.end)`` in order), each open track's
     last box is matched to the detections greedily by decreasing IoU (pairs with IoU >=
     ``cfg.iou_threshold``); unmatched detections open new tracks. A track closes when it has gone
-    more than ``max(cfg.max_gap_frames, cfg.detect_stride - 1)`` grid frames without a detection.
+    more than ``max(cfg.max_gap_frames, cfg.detect_stride - 1)`` grid frames without a detection,
+    unless it was detected on the previous analysed frame: frames the detector did not look at (between
+    two keyframes whose faces agreed) never close a track, misses do.
     Each track spans its first to last detection; frames in between without a detection get the
     linearly interpolated box. Tracks are returned longest first (ties: earliest first), with
     ``track_id`` = position in that order.
@@ -197,14 +218,16 @@ def track_faces(
     frames = sorted(k for k in detections if scene.start <= k < scene.end)
     open_: list[_Open] = []
     closed: list[_Open] = []
+    prev: int | None = None  # the previous analysed frame
     for k in frames:
         dets = detections[k]
         boxes = [d.box for d in dets]
         # close stale tracks
         still = []
         for t in open_:
-            (still if k - t.frames[-1] - 1 <= max_gap else closed).append(t)
+            (still if t.frames[-1] == prev or k - t.frames[-1] - 1 <= max_gap else closed).append(t)
         open_ = still
+        prev = k
         pairs = sorted(
             ((iou(t.boxes[-1], b), ti, di) for ti, t in enumerate(open_) for di, b in enumerate(boxes)),
             key=lambda p: (-p[0], p[1], p[2]),

@@ -64,8 +64,9 @@ SCORE_NAMES: tuple[str, ...] = (
 
 #: One-line meaning of each score (used by the schema documentation).
 SCORE_DESCRIPTIONS: dict[str, str] = {
-    "face_presence": "share of frames in which the tracked face was detected (0..1; with "
-                     "faces.detect_stride > 1 a frame between two analysed frames counts when both detected it)",
+    "face_presence": "share of frames in which the tracked face was detected (0..1; a frame the detector "
+                     "skipped (faces.detect_stride, keyframes) counts when the analysed frames on both sides "
+                     "detected it)",
     "other_face_ratio": "95th percentile over frames of second-largest face area / tracked face area",
     "face_size_px": "median tracked face box side in source pixels over frames with a detection",
     "luminance": "mean grey level (0..255) of the central face region, black borders excluded",
@@ -340,6 +341,22 @@ def vocal_activity(audio: np.ndarray, cfg: FilterConfig, sample_rate: int = 1600
     return float(np.mean(levels > thr))
 
 
+#: frame size of the motion score
+MOTION_SIZE = 128
+
+
+def motion_frames(grey: np.ndarray) -> np.ndarray:
+    """``(T, 128, 128) float32``: each grey frame area-averaged to the motion analysis size. When the
+    frames are a whole multiple of it, one resize of the stacked frames does it (every averaged block lies
+    inside one frame: the same values, 1.6x faster than frame by frame)."""
+    t, h, w = grey.shape
+    m = MOTION_SIZE
+    if h % m == 0 and w % m == 0:
+        small = cv2.resize(np.ascontiguousarray(grey).reshape(t * h, w), (m, t * m), interpolation=cv2.INTER_AREA)
+        return small.reshape(t, m, m).astype(np.float32)
+    return np.stack([cv2.resize(g, (m, m), interpolation=cv2.INTER_AREA) for g in grey]).astype(np.float32)
+
+
 def score_clip(
     frames: np.ndarray,
     audio: np.ndarray | None,
@@ -412,9 +429,7 @@ def score_clip(
     s["sharpness"] = float(np.median(lap_vars))
 
     # --- motion on every frame at 128x128
-    small = np.stack(
-        [cv2.resize(g, (128, 128), interpolation=cv2.INTER_AREA).astype(np.float32) for g in grey]
-    )
+    small = motion_frames(grey)
     if t >= 2:
         diffs = np.abs(np.diff(small, axis=0)).mean(axis=(1, 2))
         s["motion"] = float(diffs.mean())

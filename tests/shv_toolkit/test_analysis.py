@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import numpy as np
 import pytest
 
 from shv_toolkit import media
@@ -36,9 +37,38 @@ def test_helper_thread_gives_the_same_analysis(shared_media, tmp_path, monkeypat
     assert helped.n_frames == inline.n_frames == 75
     assert helped.scenes == inline.scenes
     assert helped.detections == inline.detections
-    # every 3rd frame and the last one; a face on each
-    assert sorted(helped.detections) == [*range(0, 75, 3), 74]
+    # keyframes (every 6th frame) and the last one; a face on each, so no interval was refined
+    assert sorted(helped.detections) == [*range(0, 75, 6), 74]
     assert all(len(d) == 1 for d in helped.detections.values())
+
+
+@pytest.mark.parametrize("threads", [0, 2])
+def test_keyframe_intervals_whose_faces_disagree_are_detected_at_the_fine_stride(shared_media, tmp_path, threads):
+    """The face vanishes for frames 29-43 (blacked out): the keyframe intervals on both edges disagree
+    and are refined to every 3rd frame, those in the dark agree and are not, and the tracks come out as
+    with the detector on every 3rd frame."""
+    from dataclasses import replace
+
+    from shv_toolkit.stages.faces import track_faces
+    from shv_toolkit.stages.scenes import Scene
+
+    frames = media.read_video(shared_media / "franck.mp4", start=20.0, end=23.0)
+    frames[29:44] = 0
+    path = media.write_video(tmp_path / "vanish.mp4", frames)
+    fine = replace(FaceConfig(), keyframe_multiple=1)
+    every3 = analyse_source(path, SceneConfig(), fine, progress=False)
+    keyed = analyse_source(path, SceneConfig(), FaceConfig(), progress=False, threads=threads)
+    assert sorted(keyed.detections) == sorted({*range(0, 75, 6), 74, 27, 45})  # refined: 27 and 45
+    assert [k for k, d in keyed.detections.items() if not d] == [30, 36, 42]
+    for k in keyed.detections:
+        assert len(keyed.detections[k]) == len(every3.detections[k])
+    assert keyed.scenes == every3.scenes
+    scene = Scene(0, 75)  # the blackout makes its own scene cuts; track over all of it
+    a, b = track_faces(every3.detections, scene, fine), track_faces(keyed.detections, scene, FaceConfig())
+    assert [(int(t.frames[0]), int(t.frames[-1])) for t in a] == [(45, 74), (0, 27)]
+    assert [(int(t.frames[0]), int(t.frames[-1])) for t in b] == [(45, 74), (0, 27)]
+    for ta, tb in zip(a, b, strict=True):
+        np.testing.assert_array_equal(ta.present, tb.present)
 
 
 def test_helper_thread_failure_is_raised(shared_media, tmp_path, monkeypatch):

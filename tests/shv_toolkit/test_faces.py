@@ -12,10 +12,18 @@ from shv_toolkit import media
 from shv_toolkit.config import FaceConfig, SceneConfig
 from shv_toolkit.stages.analysis import analyse_source
 from shv_toolkit.stages.crop import crop_boxes
-from shv_toolkit.stages.faces import Detection, FaceDetector, Track, iou, smooth_track, track_faces
+from shv_toolkit.stages.faces import (
+    Detection,
+    FaceDetector,
+    Track,
+    detections_agree,
+    iou,
+    smooth_track,
+    track_faces,
+)
 from shv_toolkit.stages.scenes import Scene
 
-CFG = FaceConfig(detect_stride=1)  # these tests look at every frame's detection
+CFG = FaceConfig(detect_stride=1, keyframe_multiple=1)  # these tests look at every frame's detection
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +129,31 @@ def test_gaps_are_interpolated_and_long_gaps_split():
     assert len(track_faces(_synthetic(40, set()), Scene(5, 25), cfg)[0]) == 20
 
 
+def test_frames_not_looked_at_never_close_a_track_misses_do():
+    """Keyframes 8 frames apart that agree keep the track open over the 7 frames nobody looked at; a
+    miss on an analysed frame closes it after max(max_gap_frames, detect_stride - 1) frames."""
+    cfg = replace(CFG, detect_stride=2, max_gap_frames=3)
+    full = _synthetic(33, set())
+    keyed = {k: v for k, v in full.items() if k % 8 == 0}
+    (t,) = track_faces(keyed, Scene(0, 33), cfg)
+    assert len(t) == 33 and t.present.all() and t.analysed.sum() == 5
+    missed = dict(keyed)
+    missed[16] = []  # looked at and missed: 15 frames without a detection between 8 and 24
+    tracks = track_faces(missed, Scene(0, 33), cfg)
+    assert [(int(x.frames[0]), int(x.frames[-1])) for x in tracks] == [(0, 8), (24, 32)]
+
+
+def test_detections_agree():
+    a = Detection(0.2, 0.2, 0.4, 0.5, 0.9)
+    b = Detection(0.6, 0.2, 0.8, 0.5, 0.8)
+    moved = Detection(0.25, 0.2, 0.45, 0.5, 0.9)  # IoU with a: 0.6
+    assert detections_agree([], [], 0.5)
+    assert detections_agree([a, b], [b, moved], 0.5)
+    assert not detections_agree([a, b], [b, moved], 0.7)
+    assert not detections_agree([a], [a, b], 0.5) and not detections_agree([a], [], 0.5)
+    assert not detections_agree([a, a], [a, b], 0.5)  # one-to-one: b has no partner
+
+
 def test_strided_detection_counts_as_present():
     cfg = replace(CFG, detect_stride=3, max_gap_frames=0)
     full = _synthetic(31, set())
@@ -157,7 +190,7 @@ def test_iou():
 
 
 def test_strided_analysis_pass(shared_media, single):
-    cfg = replace(CFG, detect_stride=4)
+    cfg = replace(CFG, detect_stride=4)  # keyframe_multiple 1: every 4th frame
     an = analyse_source(shared_media / "single_face.mp4", SceneConfig(), cfg, progress=False)
     assert sorted(an.detections) == list(range(0, 60, 4)) + [59] and an.detect_stride == 4
     (t,) = track_faces(an.detections, an.scenes[0], cfg)
@@ -169,18 +202,19 @@ def test_strided_analysis_pass(shared_media, single):
 
 
 def test_default_stride_crops_match_per_frame_crops_on_real_video(shared_media, tmp_path):
-    """The default detect_stride (3) was chosen because its crops stay within the detector's own
-    frame-to-frame scatter of the per-frame crops (perf/face_stride_accuracy.py); guard that here."""
+    """The default detect_stride (3) with keyframes every 6th frame was chosen because its crops stay
+    within the detector's own frame-to-frame scatter of the per-frame crops
+    (perf/face_stride_accuracy.py); guard that here."""
     from shv_toolkit.config import ClipConfig
     from shv_toolkit.stages.clips import plan_source
 
     default = FaceConfig()
-    assert default.detect_stride == 3
+    assert (default.detect_stride, default.keyframe_multiple) == (3, 2)
     path = tmp_path / "franck10s.mp4"
     media.write_video(path, media.read_video(shared_media / "franck.mp4", start=60.0, end=70.0))
     per_frame = analyse_source(path, SceneConfig(), CFG, progress=False)
     strided = analyse_source(path, SceneConfig(), default, progress=False)
-    assert len(strided.detections) < len(per_frame.detections) / 2.5
+    assert len(strided.detections) < len(per_frame.detections) / 5
     a = {s.clip_id: s.boxes for s in plan_source(per_frame, "s", CFG, ClipConfig()).specs}
     b = {s.clip_id: s.boxes for s in plan_source(strided, "s", default, ClipConfig()).specs}
     assert set(a) == set(b) and len(a) == 5

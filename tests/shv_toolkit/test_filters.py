@@ -354,3 +354,15 @@ def test_pose_estimator_on_real_faces(real_clips, pose, shared_media):
     assert all(math.isnan(v) for v in pose.estimate_frame(blank))
     ys, ps = pose.estimate(real_clips[0][1], stride=10)
     assert len(ys) == 5 and np.isfinite(ys).all()
+
+
+@pytest.mark.parametrize("size", [512, 384, 200])
+def test_motion_frames_stacked_resize_equals_frame_by_frame(size):
+    """Whole multiples of 128 take one resize of the stacked frames; it must equal resizing each frame."""
+    from shv_toolkit.stages.filters import MOTION_SIZE, motion_frames
+
+    grey = np.random.default_rng(size).integers(0, 256, (7, size, size), dtype=np.uint8)
+    expect = np.stack([cv2.resize(g, (MOTION_SIZE, MOTION_SIZE), interpolation=cv2.INTER_AREA) for g in grey])
+    got = motion_frames(grey)
+    assert got.dtype == np.float32 and got.shape == (7, MOTION_SIZE, MOTION_SIZE)
+    np.testing.assert_array_equal(got, expect.astype(np.float32))

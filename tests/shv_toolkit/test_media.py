@@ -279,6 +279,7 @@ def test_i420_grey_stretches_limited_range_luma():
     np.testing.assert_array_equal(g[0], expect)
     assert g[1, 0, :3].tolist() == [255, 128, 255] and (g[1, 1:] == 0).all()
     np.testing.assert_array_equal(media.i420_grey(yuv[0]), g[0])
+    np.testing.assert_array_equal(media.i420_grey(np.stack([yuv, yuv[::-1]])), np.stack([g, g[::-1]]))
     with pytest.raises(ValueError, match="I420"):
         media.i420_grey(np.zeros((10, 8), np.uint8))
 

@@ -39,6 +39,22 @@ def test_mediapipe_imports_without_pyplot_and_matplotlib_works_afterwards():
     """)
 
 
+def test_tasks_api_is_deferred_and_works_on_first_use():
+    _run("""
+        import sys
+        from shv_toolkit.mediapipe_import import DeferredModule, import_mediapipe
+        mp = import_mediapipe()
+        assert isinstance(mp.tasks, DeferredModule) and "mediapipe.tasks.python" not in sys.modules
+        assert not any(name.startswith("mediapipe.tasks") for name in sys.modules)
+        # first use imports the real Tasks API; mp.tasks forwards to it
+        options = mp.tasks.vision.FaceDetectorOptions
+        import mediapipe.tasks.python as tasks
+        assert not isinstance(tasks, DeferredModule) and tasks.vision.FaceDetectorOptions is options
+        assert type(sys.modules["mediapipe.tasks"]).__name__ == "module"
+        print("ok")
+    """)
+
+
 def test_placeholder_loads_the_real_module_on_first_use():
     _run("""
         import sys

@@ -252,7 +252,8 @@ def test_usage_errors_exit_2(tmp_path):
     assert cli_main(["--urls", str(lst), "--out", str(tmp_path / "o"), "--config", str(cfg)]) == 2
     # values that would only fail deep inside a build (x264 4:2:0 needs an even size) are refused up front
     for bad_yaml in ("clips:\n  size: 511\n", "faces:\n  detect_stride: 0\n", "faces:\n  crop_scale: 1.5\n",
-                     "clips:\n  threads: -2\n"):
+                     "clips:\n  threads: -2\n", "faces:\n  keyframe_multiple: 0\n",
+                     "faces:\n  keyframe_agree_iou: 0\n"):
         cfg.write_text(bad_yaml)
         assert cli_main(["--urls", str(lst), "--out", str(tmp_path / "o"), "--config", str(cfg)]) == 2
     from shv_toolkit.config import BuildConfig

@@ -111,6 +111,16 @@ def test_committed_schema_doc_is_up_to_date():
     assert "| `score_sharpness` | `filters.min_sharpness` | 15.0 |" in text
 
 
+def test_schema_command_writes_to_its_argument_and_help_writes_nothing(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        sch.main(["--help"])
+    assert exc.value.code == 0 and "usage:" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []  # not a file named --help
+    sch.main([str(tmp_path / "doc.md")])
+    assert (tmp_path / "doc.md").read_text() == sch.render_markdown()
+
+
 def test_markdown_written_to_a_path(tmp_path):
     p = sch.write_markdown(tmp_path / "S.md")
     assert p.read_text() == sch.render_markdown()
