@@ -68,20 +68,24 @@ class FaceConfig:
     # model misses faces narrower than ~12% of the frame width; full range finds them down to ~6%.
     fallback_model_selection: int | None = 1
     min_detection_confidence: float = 0.5
-    # Detect on every N-th grid frame (and the last), interpolate boxes in between. 3 measured as
-    # accurate (perf/face_stride_accuracy.py on the real videos: crop centre p95 error 0.3-0.7 % of
-    # the crop side, 2-6x below the detector's own frame-to-frame scatter); 37-47 % less analysis time.
+    # The finest detection stride: at most every N-th grid frame is detected (and the last); boxes are
+    # interpolated in between. 3 alone (keyframe_multiple 1) measured as accurate (perf/face_stride_accuracy.py
+    # on the real videos: crop centre p95 error 0.3-0.7 % of the crop side, 2-6x below the detector's own
+    # frame-to-frame scatter).
     detect_stride: int = 3
     # Keyframes: the detector runs on every (detect_stride x keyframe_multiple)-th grid frame (and the
     # last); the detect_stride frames between two keyframes are detected only where the keyframes'
     # faces disagree (another number of faces, or a face whose best partner overlaps it with IoU below
     # keyframe_agree_iou), so face changes, misses and cuts that move the face are still seen at
-    # detect_stride. 1 detects every detect_stride-th frame. 2 measured by perf/face_stride_accuracy.py
-    # (README, Performance) against per-frame detection on the real videos.
+    # detect_stride. 1 detects every detect_stride-th frame. 2 (keyframes every 6th frame): half the
+    # detector calls on steady footage, crop centre p95 error 0.6-0.9 % of the side against per-frame
+    # detection, below the detector's own scatter (perf/face_stride_accuracy.py; README, Performance).
     keyframe_multiple: int = 2
     keyframe_agree_iou: float = 0.5
     iou_threshold: float = 0.3  # IoU linking detections into a track
-    max_gap_frames: int = 5  # a track survives this many frames without a detection
+    # a track survives this many frames without a detection once the detector missed it on an analysed
+    # frame (frames the detector skipped between agreeing keyframes never close a track)
+    max_gap_frames: int = 5
     smooth_window: int = 25  # median filter window (frames) for box centre and size
     crop_scale: float = 0.8  # face box side / crop side (the SINGER paper's 0.8)
     out_of_frame: Literal["pad", "reject"] = "pad"  # crops that leave the frame: pad black or reject
