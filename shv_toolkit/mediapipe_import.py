@@ -14,7 +14,7 @@ mediapipe is not imported yet, and only for those not imported yet) and removes 
 ``import mediapipe.tasks.python`` gets the real module. mediapipe's ``drawing_utils.plt`` and
 ``mediapipe.tasks`` keep the placeholder, which imports the real module on its first attribute access
 and forwards to it: ``plot_landmarks`` and ``mp.tasks.vision`` still work. mediapipe then imports in
-0.07-0.10 s instead of 0.47-0.54 s (0.14-0.16 s with the Tasks API; three fresh processes each).
+0.07-0.10 s instead of 0.47-0.54 s (0.15-0.16 s with the Tasks API; three fresh processes each).
 
 ``importlib.util.LazyLoader`` cannot do this: the import system reads the module's ``__spec__`` while
 binding ``import a.b as c``, which makes a lazy module load at once.

@@ -69,6 +69,7 @@ class _KeyframeDetection:
         self._last: tuple[int, np.ndarray] | None = None  # the latest frame, unless a keyframe
 
     def push(self, k: int, frame: np.ndarray) -> None:
+        """Grid frame ``k`` (analysis RGB), in order: detect it now, hold it, or let it go."""
         if self._last_key is None or k % self.key == 0:
             self._keyframe(k, frame)
         else:
