@@ -67,7 +67,7 @@ def main() -> None:
     ap.add_argument("--configs", default="2x1,3x1,3x2,5x1")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    configs = [(1, 1)] + [parse_config(c) for c in args.configs.split(",") if parse_config(c) != (1, 1)]
+    configs = [(1, 1)] + [c for c in map(parse_config, args.configs.split(",")) if c != (1, 1)]
     print("errors in % of the crop side: median p95 max; face presence: max difference in points")
     print(f"{'video':28s} {'config':>6s} {'analysis s':>10s} {'detected':>8s} {'clips':>5s}  "
           f"{'centre error':>20s}  {'side error':>20s}  presence")

@@ -1,4 +1,4 @@
-"""Import mediapipe without paying for ``matplotlib.pyplot`` at import time.
+"""Import mediapipe without paying for ``matplotlib.pyplot`` and the Tasks API at import time.
 
 ``import mediapipe`` (0.10.21) runs ``mediapipe/python/solutions/drawing_utils.py``, whose first lines
 ``import matplotlib.pyplot as plt`` for one plotting helper (``plot_landmarks``) that the toolkit never
@@ -53,8 +53,8 @@ class DeferredModule(types.ModuleType):
 
 
 def import_mediapipe() -> types.ModuleType:
-    """``import mediapipe``, with ``matplotlib.pyplot`` deferred to its first use (see the module
-    docstring). Raises ImportError as ``import mediapipe`` does."""
+    """``import mediapipe``, with ``matplotlib.pyplot`` and the Tasks API deferred to their first use
+    (see the module docstring). Raises ImportError as ``import mediapipe`` does."""
     with _lock:
         # mediapipe may be in sys.modules but still initialising in another thread: only the import
         # statement below waits for it to finish, so it runs in every case

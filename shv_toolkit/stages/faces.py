@@ -131,22 +131,26 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / union) if union > 0 else 0.0
 
 
-def detections_agree(a: list[Detection], b: list[Detection], min_iou: float) -> bool:
-    """Whether two frames show the same faces in the same places: as many detections on both, and
-    each of ``a`` paired one-to-one (greedily by decreasing IoU) with one of ``b`` at IoU >= ``min_iou``."""
-    if len(a) != len(b):
-        return False
-    pairs = sorted(((iou(da.box, db.box), i, j) for i, da in enumerate(a) for j, db in enumerate(b)),
+def match_boxes(a: list[np.ndarray], b: list[np.ndarray], min_iou: float) -> dict[int, int]:
+    """Greedy one-to-one matching of boxes ``a`` to boxes ``b`` by decreasing IoU (ties: lower index
+    of ``a``, then of ``b``), pairs with IoU >= ``min_iou`` only: ``{index in b: index in a}``."""
+    pairs = sorted(((iou(x, y), i, j) for i, x in enumerate(a) for j, y in enumerate(b)),
                    key=lambda p: (-p[0], p[1], p[2]))
     used_a: set[int] = set()
-    used_b: set[int] = set()
+    matched: dict[int, int] = {}
     for v, i, j in pairs:
         if v < min_iou:
             break
-        if i not in used_a and j not in used_b:
+        if i not in used_a and j not in matched:
             used_a.add(i)
-            used_b.add(j)
-    return len(used_a) == len(a)
+            matched[j] = i
+    return matched
+
+
+def detections_agree(a: list[Detection], b: list[Detection], min_iou: float) -> bool:
+    """Whether two frames show the same faces in the same places: as many detections on both, and
+    each of ``a`` paired one-to-one (:func:`match_boxes`) with one of ``b`` at IoU >= ``min_iou``."""
+    return len(a) == len(b) and len(match_boxes([d.box for d in a], [d.box for d in b], min_iou)) == len(a)
 
 
 @dataclass
@@ -228,21 +232,7 @@ def track_faces(
             (still if t.frames[-1] == prev or k - t.frames[-1] - 1 <= max_gap else closed).append(t)
         open_ = still
         prev = k
-        pairs = sorted(
-            ((iou(t.boxes[-1], b), ti, di) for ti, t in enumerate(open_) for di, b in enumerate(boxes)),
-            key=lambda p: (-p[0], p[1], p[2]),
-        )
-        used_t: set[int] = set()
-        used_d: set[int] = set()
-        assign: dict[int, int] = {}
-        for v, ti, di in pairs:
-            if v < cfg.iou_threshold:
-                break
-            if ti in used_t or di in used_d:
-                continue
-            used_t.add(ti)
-            used_d.add(di)
-            assign[di] = ti
+        assign = match_boxes([t.boxes[-1] for t in open_], boxes, cfg.iou_threshold)  # detection -> track
         areas = [d.area for d in dets]
         for di, d in enumerate(dets):
             if di in assign:
