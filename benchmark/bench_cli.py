@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     from benchmark.methods import METHODS, MethodUnavailableError, describe_methods
     from benchmark.metrics import METRICS
     from benchmark.runner import BenchConfig, BenchError, protocol_with_overrides, run_bench
-    from shv_toolkit.errors import MissingWeightsError, UsageError
+    from shv_toolkit.core.errors import MissingWeightsError, UsageError
 
     parser = _parser()
     try:

@@ -147,7 +147,7 @@ def metrics_main(argv: list[str] | None = None) -> int:
     from benchmark.evaluate import EvaluationError, evaluate, match_pairs
     from benchmark.metrics import METRICS
     from benchmark.protocol import get_protocol
-    from shv_toolkit.errors import MissingWeightsError, UsageError
+    from shv_toolkit.core.errors import MissingWeightsError, UsageError
 
     parser = _metrics_parser()
     try:

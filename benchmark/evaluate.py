@@ -16,22 +16,19 @@ results are comparable exactly when those match. Shards evaluated separately com
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import logging
-import math
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from benchmark.metrics import METRICS, metric_class
 from benchmark.metrics.base import Clip, Metric, MetricResult, align, resize_frames
 from benchmark.protocol import Protocol, as_protocol
-from shv_toolkit.errors import MissingWeightsError, ShvError, UsageError
+from shv_toolkit.core.errors import MissingWeightsError, ShvError, UsageError
+from shv_toolkit.core.jsoncodec import to_plain
 
 log = logging.getLogger(__name__)
 
@@ -94,25 +91,6 @@ def match_pairs(generated_dir: str | Path, ground_truth_dir: str | Path) -> Matc
 # ------------------------------------------------------------------------------------- result
 
 
-def _json_safe(x: Any) -> Any:
-    """Non-finite floats become the strings "inf", "-inf", "nan" (JSON has no such numbers)."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return "nan" if math.isnan(x) else ("inf" if x > 0 else "-inf")
-    if isinstance(x, dict):
-        return {str(k): _json_safe(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_json_safe(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return _json_safe(x.tolist())
-    if isinstance(x, np.generic):
-        return _json_safe(x.item())
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return _json_safe(dataclasses.asdict(x))
-    if isinstance(x, Path):
-        return str(x)
-    return x
-
-
 @dataclass
 class EvaluationResult:
     """Everything an evaluation produced. ``results`` holds every reported number (``Metric.results()``:
@@ -143,7 +121,7 @@ class EvaluationResult:
     def to_dict(self, per_clip: bool = False) -> dict[str, Any]:
         from benchmark import __version__
 
-        return _json_safe(
+        return to_plain(
             {
                 "toolkit_version": __version__,
                 "protocol": {

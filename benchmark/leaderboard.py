@@ -39,6 +39,7 @@ import pandas as pd
 
 from benchmark.metrics.base import MetricResult
 from benchmark.protocol import Protocol
+from shv_toolkit.core.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 
 if TYPE_CHECKING:
     from benchmark.runner import BenchResult
@@ -207,12 +208,6 @@ def _locked(out: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    from shv_toolkit.manifest.io import atomic_write_bytes
-
-    atomic_write_bytes(path, text.encode())
-
-
 def _per_clip_frame(result: BenchResult) -> pd.DataFrame:
     out = result.config.out.resolve()
     rows = []
@@ -252,8 +247,6 @@ def _run_file(out: Path, method: str, dataset: str, protocol: str) -> Path:
 
 def update_outputs(out: str | os.PathLike, result: BenchResult) -> None:
     """Replace ``result``'s row and per-clip rows, then rewrite every leaderboard file."""
-    from shv_toolkit.manifest.io import atomic_path
-
     out = Path(out)
     with _locked(out):
         board = upsert(read_leaderboard(out), [result.row])
@@ -272,7 +265,7 @@ def update_outputs(out: str | os.PathLike, result: BenchResult) -> None:
         with atomic_path(pc_path) as tmp:
             new.to_parquet(tmp, index=False)
         summary = run_summary(result)
-        _atomic_write_text(_run_file(out, result.row_name, result.row["dataset"], result.protocol.name),
+        atomic_write_text(_run_file(out, result.row_name, result.row["dataset"], result.protocol.name),
                            json.dumps(summary, indent=2, default=str) + "\n")
         write_all(out, board)
 
@@ -298,10 +291,10 @@ def run_summary(result: BenchResult) -> dict[str, Any]:
 def write_all(out: str | os.PathLike, board: pd.DataFrame) -> None:
     """Write leaderboard.csv, leaderboard.md, leaderboard.png and report.html from ``board``."""
     out = Path(out)
-    _atomic_write_text(out / "leaderboard.csv", board[COLUMNS].to_csv(index=False))
-    _atomic_write_text(out / "leaderboard.md", to_markdown(board))
+    atomic_write_text(out / "leaderboard.csv", board[COLUMNS].to_csv(index=False))
+    atomic_write_text(out / "leaderboard.md", to_markdown(board))
     write_png(board, out / "leaderboard.png")
-    _atomic_write_text(out / "report.html", to_html(board, out))
+    atomic_write_text(out / "report.html", to_html(board, out))
 
 
 # -------------------------------------------------------------------------------- renderings
@@ -409,8 +402,6 @@ def write_png(board: pd.DataFrame, path: Path) -> None:
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    from shv_toolkit.manifest.io import atomic_write_bytes
-
     atomic_write_bytes(path, buf.getvalue())
 
 
@@ -428,7 +419,7 @@ def _jpeg_b64(frame: np.ndarray, side: int = 200) -> str:
 
 
 def _middle_frame(path: Path, fps: float = 25.0) -> tuple[np.ndarray, int]:
-    from shv_toolkit import media
+    from shv_toolkit.core import media
 
     frames = media.read_video(path, fps=fps)
     k = len(frames) // 2
@@ -437,7 +428,7 @@ def _middle_frame(path: Path, fps: float = 25.0) -> tuple[np.ndarray, int]:
 
 def stills_html(out: Path, per_clip: pd.DataFrame, methods: list[str], max_clips: int = 3) -> str:
     """Side-by-side middle frames (ground truth, then each method) for the first clips of each dataset."""
-    from shv_toolkit.errors import MediaError
+    from shv_toolkit.core.errors import MediaError
 
     parts = []
     for (dataset, protocol), grp in per_clip.groupby(["dataset", "protocol"], sort=False):
@@ -466,7 +457,7 @@ def stills_html(out: Path, per_clip: pd.DataFrame, methods: list[str], max_clips
                     continue
                 gp = Path(gen) if Path(gen).is_absolute() else out / gen
                 try:
-                    from shv_toolkit import media
+                    from shv_toolkit.core import media
 
                     frames = media.read_video(gp, fps=25.0)
                     idx = min(k if k is not None else len(frames) // 2, len(frames) - 1)

@@ -7,7 +7,7 @@ For each test clip (manifest order, ``limit`` first ones):
 2. the method gets a :class:`~benchmark.methods.base.ClipInput` with the driving audio (the clip's wav:
    ``driving_audio="mix"``, the song as the SINGER paper drives its model, or ``"vocals"``: the separated
    vocals stem when the manifest has one) and returns frames or a video path; frames are written to
-   ``OUT/videos/<row>/<clip_id>.mp4`` with the driving audio (:func:`shv_toolkit.media.write_video`);
+   ``OUT/videos/<row>/<clip_id>.mp4`` with the driving audio (:func:`shv_toolkit.core.media.write_video`);
 3. the generated video is decoded at the protocol's fps, aligned to the ground truth
    (:func:`benchmark.metrics.base.align`) and every requested metric is updated on a fresh one-clip shard.
 
@@ -25,7 +25,7 @@ clip for all methods.
 The row: the per-clip shards are merged in manifest order with ``Metric.merge`` into one metric object
 per metric, whose ``results()`` give the row's values; this equals a single pass over all clips (the
 tests check it against :func:`benchmark.evaluate.evaluate`). With ``workers > 1`` clips run in worker
-processes (local engine or Ray through :func:`shv_toolkit.engines.make_engine`, generic ``map``); the row is
+processes (local engine or Ray through :func:`shv_toolkit.core.engines.make_engine`, generic ``map``); the row is
 the same because merging always happens here, in clip order.
 
 Failures stay local: a clip whose generation, decoding or metric raises records the reason (stage ->
@@ -35,15 +35,11 @@ set up (weights missing, e.g. SyncNet for LSE) is reported missing with its reas
 
 from __future__ import annotations
 
-import base64
 import copy
 import dataclasses
 import hashlib
-import importlib
 import json
 import logging
-import math
-import os
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -58,7 +54,9 @@ from benchmark.methods.base import ClipInput, check_frames, file_sha256, safe_na
 from benchmark.metrics import METRICS, metric_class
 from benchmark.metrics.base import Clip, Metric, MetricResult, align, resize_frames
 from benchmark.protocol import Protocol, as_protocol
-from shv_toolkit.errors import MissingWeightsError, ShvError, UsageError
+from shv_toolkit.core.atomic import atomic_path, atomic_write_bytes
+from shv_toolkit.core.errors import MissingWeightsError, ShvError, UsageError
+from shv_toolkit.core.jsoncodec import decode, encode
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +93,7 @@ class BenchConfig:
     driving_audio: str = "mix"  # "mix" (the song, as the paper) or "vocals" (stem when present)
     strict: bool = False
     workers: int = 1
-    engine: str = "local"  # "local" (processes on this machine) or "ray"; see shv_toolkit.engines
+    engine: str = "local"  # "local" (processes on this machine) or "ray"; see shv_toolkit.core.engines
     ray_address: str | None = None  # ray: "auto" or "host:port" of a running cluster
     retry_errors: bool = False
     progress: bool = True
@@ -160,72 +158,6 @@ def state_names(metric: Metric) -> list[str]:
     cls.reset(probe)
     _STATE_NAMES[cls] = list(dict.fromkeys(names))
     return _STATE_NAMES[cls]
-
-
-def encode(x: Any) -> Any:
-    """JSON-able form of a metric state value (arrays base64, dataclasses by name, non-finite floats)."""
-    if x is None or isinstance(x, bool | str):
-        return x
-    if isinstance(x, int) and not isinstance(x, bool):
-        return x
-    if isinstance(x, float):
-        return x if math.isfinite(x) else {"__float__": repr(x)}
-    if isinstance(x, np.ndarray):
-        a = np.ascontiguousarray(x)
-        return {"__ndarray__": base64.b64encode(a.tobytes()).decode(), "dtype": a.dtype.str, "shape": list(a.shape)}
-    if isinstance(x, np.generic):
-        return encode(x.item())
-    if isinstance(x, dict):
-        return {"__dict__": [[encode(k), encode(v)] for k, v in x.items()]}
-    if isinstance(x, list):
-        return [encode(v) for v in x]
-    if isinstance(x, tuple):
-        return {"__tuple__": [encode(v) for v in x]}
-    if isinstance(x, set | frozenset):
-        return {"__set__": [encode(v) for v in x]}
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        cls = type(x)
-        return {
-            "__dataclass__": f"{cls.__module__}:{cls.__qualname__}",
-            "fields": {f.name: encode(getattr(x, f.name)) for f in dataclasses.fields(x)},
-        }
-    raise TypeError(f"cannot cache a metric state value of type {type(x).__name__}")
-
-
-def decode(x: Any) -> Any:
-    if isinstance(x, list):
-        return [decode(v) for v in x]
-    if not isinstance(x, dict):
-        return x
-    if "__float__" in x:
-        return float(x["__float__"])
-    if "__ndarray__" in x:
-        a = np.frombuffer(base64.b64decode(x["__ndarray__"]), dtype=np.dtype(x["dtype"]))
-        return a.reshape(x["shape"]).copy()
-    if "__dict__" in x:
-        return {_hashable(decode(k)): decode(v) for k, v in x["__dict__"]}
-    if "__tuple__" in x:
-        return tuple(decode(v) for v in x["__tuple__"])
-    if "__set__" in x:
-        return {_hashable(decode(v)) for v in x["__set__"]}
-    if "__dataclass__" in x:
-        module, qual = x["__dataclass__"].split(":")
-        if not (module == "benchmark" or module.startswith("benchmark.")):
-            raise ValueError(f"refusing to rebuild {module}:{qual} from a cache file (not a benchmark class)")
-        obj: Any = importlib.import_module(module)
-        for part in qual.split("."):
-            obj = getattr(obj, part)
-        if not (isinstance(obj, type) and dataclasses.is_dataclass(obj)):
-            raise ValueError(f"{module}:{qual} is not a dataclass")
-        inst = object.__new__(obj)
-        for k, v in x["fields"].items():
-            object.__setattr__(inst, k, decode(v))
-        return inst
-    raise ValueError(f"unknown encoded value {sorted(x)[:3]}")
-
-
-def _hashable(x: Any) -> Any:
-    return tuple(_hashable(v) for v in x) if isinstance(x, list) else x
 
 
 def fresh_shard(template: Metric) -> Metric:
@@ -379,8 +311,6 @@ def _load_cache(path: Path) -> dict[str, Any] | None:
 
 
 def _write_json(path: Path, obj: dict[str, Any]) -> None:
-    from shv_toolkit.manifest.io import atomic_write_bytes
-
     atomic_write_bytes(path, json.dumps(obj, allow_nan=False).encode())
 
 
@@ -391,7 +321,7 @@ def _driving_audio(job: Job, item: ClipItem) -> tuple[Path | None, str]:
 
 
 def _clip_input(job: Job, item: ClipItem, gt: Clip) -> ClipInput:
-    from shv_toolkit import media
+    from shv_toolkit.core import media
 
     path, source = _driving_audio(job, item)
     n = int(round(gt.n_frames / gt.fps * job.protocol.sample_rate))
@@ -440,10 +370,8 @@ def _fvd_update(shard: Metric, gen: Clip, gt: Clip, features_dir: Path) -> None:
             except (OSError, ValueError) as exc:
                 log.warning("FVD feature cache %s unreadable (%s); recomputing", path, exc)
         f = np.asarray(shard.features(clip, desc=f"FVD {side}"))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.partial.npy")
-        np.save(tmp, f, allow_pickle=False)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, f, allow_pickle=False)
         return f
 
     shard.update_features(feats(gen, "generated"), feats(gt, "ground truth"))
@@ -537,7 +465,7 @@ def process_clip(job: Job, ctx: Context, item: ClipItem) -> dict[str, Any]:
                 gen_path = Path(out)
             else:
                 frames = check_frames(out, clip_in, ctx.method.row_name)
-                from shv_toolkit import media
+                from shv_toolkit.core import media
 
                 gen_path = ctx.videos_dir / f"{safe_name(item.clip_id)}.mp4"
                 media.write_video(gen_path, frames, fps=job.protocol.fps, audio=clip_in.audio,
@@ -613,7 +541,7 @@ def process_clip(job: Job, ctx: Context, item: ClipItem) -> dict[str, Any]:
 
 @dataclass
 class ClipTask:
-    """``process_clip`` for one job as a picklable callable for :meth:`shv_toolkit.engines.Engine.map`;
+    """``process_clip`` for one job as a picklable callable for :meth:`shv_toolkit.core.engines.Engine.map`;
     each worker process builds the job's method and metric templates once and keeps them."""
 
     job: Job
@@ -624,7 +552,7 @@ class ClipTask:
 
 def _engine_results(cfg: BenchConfig, task: ClipTask, items: list[ClipItem]) -> Iterator[tuple[int, dict[str, Any]]]:
     """``(index, record)`` from the engine's generic ``map`` (completion order)."""
-    from shv_toolkit.engines import make_engine
+    from shv_toolkit.core.engines import make_engine
 
     with make_engine(cfg.engine, workers=cfg.workers, ray_address=cfg.ray_address) as engine:
         yield from engine.map(task, items)

@@ -44,8 +44,8 @@ import imageio_ffmpeg
 import numpy as np
 import pandas as pd
 
-from shv_toolkit import media
 from shv_toolkit.config import BuildConfig
+from shv_toolkit.core import media
 from shv_toolkit.pipeline import run_build
 
 
@@ -109,7 +109,7 @@ def child_build(list_file: Path, out: Path, opts: dict) -> dict:
     t = time.perf_counter()
     engine = None
     if opts["workers"] > 1:
-        from shv_toolkit.engines import make_engine
+        from shv_toolkit.core.engines import make_engine
 
         engine = make_engine("local", workers=opts["workers"])
     try:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.metrics.landmarks import face_crop, get_backend, inter_ocular, nme, read_pts
-from shv_toolkit.errors import MissingWeightsError
+from shv_toolkit.core.errors import MissingWeightsError
 
 IMAGES = (("takeo.ppm", "takeo.pts"), ("einstein.jpg", "einstein.pts"))
 FIT_VIDEOS = (
@@ -59,7 +59,7 @@ def accuracy(backend_name: str, media: Path) -> list[dict]:
 
 
 def fit_mapping(media: Path) -> None:
-    from shv_toolkit import media as mio
+    from shv_toolkit.core import media as mio
 
     dlib_b, mp_b = get_backend("dlib"), get_backend("mediapipe")
     ref, meshes = [], []

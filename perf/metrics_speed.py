@@ -33,8 +33,8 @@ from benchmark.evaluate import build_metric
 from benchmark.metrics import METRICS
 from benchmark.metrics.base import Clip, align
 from benchmark.protocol import get_protocol
-from shv_toolkit import media
-from shv_toolkit.errors import MissingWeightsError, ShvError
+from shv_toolkit.core import media
+from shv_toolkit.core.errors import MissingWeightsError, ShvError
 
 SOURCES = [
     ("franck.mp4", 10.0),

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from shv_toolkit import media
 from shv_toolkit.config import ClipConfig, FaceConfig, SceneConfig
+from shv_toolkit.core import media
 from shv_toolkit.stages.analysis import analyse_source
 from shv_toolkit.stages.clips import plan_source
 from shv_toolkit.stages.crop import apply_crop

@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from shv_toolkit import media
 from shv_toolkit.config import BuildConfig
-from shv_toolkit.engines import make_engine
+from shv_toolkit.core import media
+from shv_toolkit.core.engines import make_engine
 from shv_toolkit.pipeline import GROUP_CLIPS, run_build
 
 REPO = Path(__file__).resolve().parents[1]
@@ -74,7 +74,7 @@ def _warm_up() -> None:
     (worker processes pay their own imports and model loads: that is part of their cost)."""
     import torch  # noqa: F401
 
-    from shv_toolkit.mediapipe_import import import_mediapipe
+    from shv_toolkit.core.mediapipe_import import import_mediapipe
     from shv_toolkit.stages import analysis, filters, vocals  # noqa: F401
 
     import_mediapipe()

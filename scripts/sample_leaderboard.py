@@ -20,7 +20,7 @@ import numpy as np
 
 from benchmark import bench_cli
 from shv_toolkit import cli as build_cli
-from shv_toolkit import media
+from shv_toolkit.core import media
 from shv_toolkit.manifest.io import read_rows
 
 REPO = Path(__file__).resolve().parents[1]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from shv_toolkit import __version__
 from shv_toolkit.config import BuildConfig
-from shv_toolkit.errors import InputListError, UsageError
+from shv_toolkit.core.errors import InputListError, UsageError
 
 log = logging.getLogger("shv_toolkit")
 
@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     _setup_logging(args.out, args.verbose)
 
-    from shv_toolkit.engines import make_engine
+    from shv_toolkit.core.engines import make_engine
     from shv_toolkit.pipeline import GROUP_CLIPS, run_build
 
     try:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from shv_toolkit.errors import UsageError
+from shv_toolkit.core.errors import UsageError
 
 
 @dataclass

@@ -13,7 +13,7 @@ Example::
         batch["metadata"]  # list of B dicts (the manifest row + resolved paths)
 
 Paths in the manifest are relative to the manifest's directory, so a dataset directory can be
-moved or copied as a whole. Decoding goes through :mod:`shv_toolkit.media` (PyAV).
+moved or copied as a whole. Decoding goes through :mod:`shv_toolkit.core.media` (PyAV).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from shv_toolkit import media
-from shv_toolkit.errors import MediaError
+from shv_toolkit.core import media
+from shv_toolkit.core.errors import MediaError
 from shv_toolkit.manifest.io import read_rows
 
 FramesFormat = Literal["uint8", "float"]

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from shv_toolkit.errors import InputListError
+from shv_toolkit.core.errors import InputListError
 
 log = logging.getLogger(__name__)
 

@@ -41,10 +41,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from shv_toolkit import __version__, media
+from shv_toolkit import __version__
 from shv_toolkit.config import BuildConfig
-from shv_toolkit.errors import MediaError, ShvError, SourceError, UsageError
-from shv_toolkit.helpers import HelperCalls
+from shv_toolkit.core import media
+from shv_toolkit.core.errors import MediaError, ShvError, SourceError, UsageError
+from shv_toolkit.core.helpers import HelperCalls
 from shv_toolkit.inputs import InputLineError, SourceSpec, parse_url_list
 from shv_toolkit.manifest import io as manifest_io
 from shv_toolkit.manifest.schema import SCHEMA_VERSION, empty_row
@@ -52,7 +53,7 @@ from shv_toolkit.manifest.split import assign_splits
 from shv_toolkit.stages.clips import ClipFrames, ClipSpec, plan_source, render_segment
 
 if TYPE_CHECKING:
-    from shv_toolkit.engines.base import Engine
+    from shv_toolkit.core.engines.base import Engine
 
 log = logging.getLogger(__name__)
 
@@ -736,7 +737,7 @@ class _Driver:
         out = str(layout.out)
         # helper threads of a task, resolved once for every task. Tasks still ask the engine for one CPU:
         # asking for more than a node has would leave them unschedulable.
-        from shv_toolkit.engines.local import LocalEngine
+        from shv_toolkit.core.engines.local import LocalEngine
 
         local = isinstance(engine, LocalEngine)
         self.helper_threads = cfg.helper_threads(engine.workers, local=local)
@@ -902,13 +903,13 @@ def run_build(
 ) -> BuildSummary:
     """Build (or resume) a dataset from ``urls_file`` into ``out_dir``; returns the summary.
 
-    ``engine``: where tasks run (:func:`shv_toolkit.engines.make_engine`; the caller closes it);
+    ``engine``: where tasks run (:func:`shv_toolkit.core.engines.make_engine`; the caller closes it);
     default: in-process. ``group_clips``: clips per render task for sources planned in this run
     (a planned source keeps the groups of its ``plan.json``).
     """
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from shv_toolkit.engines.local import LocalEngine
+    from shv_toolkit.core.engines.local import LocalEngine
 
     cfg = cfg or BuildConfig()
     cfg.validate()

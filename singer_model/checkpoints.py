@@ -19,7 +19,7 @@ Published files and what they are:
 * AnimateDiff ``mm_sd_v15_v2.ckpt``: motion modules of the denoising UNet.
 
 Files are read with safetensors or ``torch.load(weights_only=True)``; a missing file raises
-:class:`shv_toolkit.errors.MissingWeightsError` naming the file and what it is; a key/shape mismatch raises
+:class:`shv_toolkit.core.errors.MissingWeightsError` naming the file and what it is; a key/shape mismatch raises
 :class:`CheckpointMismatchError` with a readable diff.
 """
 
@@ -36,7 +36,8 @@ from typing import Literal
 import torch
 from torch import nn
 
-from shv_toolkit.errors import MissingWeightsError, ShvError
+from shv_toolkit.core.atomic import atomic_path
+from shv_toolkit.core.errors import MissingWeightsError, ShvError
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +89,13 @@ def read_state_dict(path: str | Path, what: str) -> StateDict:
 
 def save_state_dict(sd: Mapping[str, torch.Tensor], path: str | Path) -> None:
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    if p.suffix == ".safetensors":
-        from safetensors.torch import save_file
+    with atomic_path(p) as tmp:
+        if p.suffix == ".safetensors":
+            from safetensors.torch import save_file
 
-        save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp))
-    else:
-        torch.save(dict(sd), tmp)
-    tmp.replace(p)
+            save_file({k: v.contiguous() for k, v in sd.items()}, str(tmp))
+        else:
+            torch.save(dict(sd), tmp)
 
 
 # ---------------------------------------------------------------------------------------------- layout

@@ -7,7 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
-from shv_toolkit.errors import ShvError
+from shv_toolkit.core.errors import ShvError
 
 log = logging.getLogger(__name__)
 
@@ -81,8 +81,8 @@ def infer_main(argv: list[str] | None = None) -> int:
     _setup_logging(args.verbose)
     import cv2
 
-    from shv_toolkit import media
-    from shv_toolkit.errors import MediaError
+    from shv_toolkit.core import media
+    from shv_toolkit.core.errors import MediaError
     from singer_model.infer import generate_video
 
     try:

@@ -42,7 +42,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from shv_toolkit.errors import MediaError, MissingWeightsError
+from shv_toolkit.core.atomic import atomic_path
+from shv_toolkit.core.errors import MediaError, MissingWeightsError
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ def window_features(feats: torch.Tensor, window: int) -> torch.Tensor:
 
 # ---------------------------------------------------------------------------------------------- masks
 def _lip_ids() -> np.ndarray:
-    from shv_toolkit.mediapipe_import import import_mediapipe
+    from shv_toolkit.core.mediapipe_import import import_mediapipe
 
     return np.array(sorted({i for pair in import_mediapipe().solutions.face_mesh.FACEMESH_LIPS for i in pair}))
 
@@ -125,7 +126,7 @@ class FaceLandmarker:
         from shv_toolkit.stages.filters import _face_mesh_model_path
 
         _face_mesh_model_path()
-        from shv_toolkit.mediapipe_import import import_mediapipe
+        from shv_toolkit.core.mediapipe_import import import_mediapipe
 
         self._mesh = import_mediapipe().solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,
                                                      refine_landmarks=False, min_detection_confidence=0.3)
@@ -350,11 +351,9 @@ class ClipCache:
     def put(self, clip_id: str, sources: list[Any], tensors: dict[str, torch.Tensor]) -> None:
         from safetensors.torch import save_file
 
-        p = self.path(clip_id)
-        tmp = p.with_name(f".{p.name}.partial")
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
-                  metadata={"sources": json.dumps(sources), "key": self.key, "clip_id": clip_id})
-        os.replace(tmp, p)
+        with atomic_path(self.path(clip_id)) as tmp:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
+                      metadata={"sources": json.dumps(sources), "key": self.key, "clip_id": clip_id})
 
 
 def prepare_clip(pre: Preprocessor, frames: np.ndarray, audio: np.ndarray) -> dict[str, torch.Tensor]:

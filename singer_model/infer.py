@@ -37,8 +37,8 @@ import numpy as np
 import torch
 import yaml
 
-from shv_toolkit import media
-from shv_toolkit.errors import MissingWeightsError, UsageError
+from shv_toolkit.core import media
+from shv_toolkit.core.errors import MissingWeightsError, UsageError
 from singer_model.checkpoints import MSM_NATIVE, SFM_NATIVE, from_published, load_vae, read_state_dict
 from singer_model.config import SingerConfig
 from singer_model.data import (

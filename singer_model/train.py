@@ -19,7 +19,7 @@ Output directory::
                                           config.yaml (a complete shv-infer / shv-bench checkpoint directory)
     OUT/train_log.csv, OUT/val_log.csv    (and OUT/tensorboard/ when tensorboard is installed)
 
-Checkpoints are written into a temporary folder and renamed (atomic); the last ``keep_last`` are kept;
+Checkpoints are written atomically (shv_toolkit.core.atomic); the last ``keep_last`` are kept;
 ``--resume`` loads the newest complete one (weights, optimizer, LR schedule, RNG states, step), so a run
 killed at any point loses at most the steps since that checkpoint. RNG states are saved for the main
 process; other processes re-seed from ``(seed, step, rank)`` on resume.
@@ -42,7 +42,9 @@ import numpy as np
 import torch
 import yaml
 
-from shv_toolkit.errors import MediaError, UsageError
+from shv_toolkit.core.atomic import atomic_path, remove_partials
+from shv_toolkit.core.errors import MediaError, UsageError
+from shv_toolkit.core.jsoncodec import to_plain
 from singer_model.checkpoints import WeightPaths, load_pretrained
 from singer_model.data import (
     AudioEncoder,
@@ -235,9 +237,8 @@ class Trainer:
             else:
                 log.warning("no pretrained weights configured: training from a random initialisation")
             if self._is_main():
-                tmp = base.with_name(".base_net.partial.safetensors")
-                save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp))
-                os.replace(tmp, base)
+                with atomic_path(base) as tmp:
+                    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(tmp))
         return [str(base)]
 
     def _is_main(self) -> bool:
@@ -354,22 +355,18 @@ class Trainer:
         root = self.out / "checkpoints"
         root.mkdir(exist_ok=True)
         final = root / f"{STEP_PREFIX}{self.step:08d}"
-        tmp = root / f".tmp-{final.name}-{os.getpid()}"
-        if tmp.exists():
-            shutil.rmtree(tmp)
-        tmp.mkdir()
         cfg = self.inference_config(final)
         cfg["model"]["gradient_checkpointing"] = False
-        save_file(_trainable_state(self.unwrapped), str(tmp / "trainable.safetensors"))
-        torch.save(self.opt.state_dict(), tmp / "optimizer.pt")
-        save_file({"torch_cpu": torch.get_rng_state(), "generator": self.gen.get_state()}, str(tmp / "rng.safetensors"))
-        state = {"step": self.step, "last_loss": self.last_loss, "lr_scheduler": self.lr_sched.state_dict(),
-                 "numpy_rng": self.rng.bit_generator.state, "trainable": self.trainable_names}
-        (tmp / "state.json").write_text(json.dumps(state, default=_json_default))
-        (tmp / CONFIG_NAME).write_text(yaml.safe_dump(cfg, sort_keys=False))
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        with atomic_path(final) as tmp:
+            tmp.mkdir()
+            save_file(_trainable_state(self.unwrapped), str(tmp / "trainable.safetensors"))
+            torch.save(self.opt.state_dict(), tmp / "optimizer.pt")
+            save_file({"torch_cpu": torch.get_rng_state(), "generator": self.gen.get_state()},
+                      str(tmp / "rng.safetensors"))
+            state = {"step": self.step, "last_loss": self.last_loss, "lr_scheduler": self.lr_sched.state_dict(),
+                     "numpy_rng": self.rng.bit_generator.state, "trainable": self.trainable_names}
+            (tmp / "state.json").write_text(json.dumps(to_plain(state)))
+            (tmp / CONFIG_NAME).write_text(yaml.safe_dump(cfg, sort_keys=False))
         for old in list_checkpoints(self.out)[: -max(1, self.tr.keep_last)]:
             shutil.rmtree(old, ignore_errors=True)
         log.info("checkpoint %s", final)
@@ -476,12 +473,6 @@ class Trainer:
         return TrainResult(self.step, self.last_loss, last_ckpt or (list_checkpoints(self.out) or [None])[-1])
 
 
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.integer):
-        return int(o)
-    raise TypeError(f"not JSON serialisable: {type(o)}")
-
-
 def _append_csv(path: Path, row: dict[str, Any]) -> None:
     new = not path.is_file()
     with path.open("a", newline="") as f:
@@ -506,8 +497,7 @@ def train(cfg: TrainConfig, manifest: str | os.PathLike, out: str | os.PathLike,
     out = Path(out)
     if not resume and list_checkpoints(out):
         raise UsageError(f"{out} already holds checkpoints: pass --resume or use a new --out")
-    for stale in (out / "checkpoints").glob(".tmp-*") if (out / "checkpoints").is_dir() else []:
-        shutil.rmtree(stale, ignore_errors=True)
+    remove_partials(out / "checkpoints")
     trainer = Trainer(cfg, manifest, out, val_manifest, progress)
     if resume:
         ckpts = list_checkpoints(out)

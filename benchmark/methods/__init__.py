@@ -27,7 +27,7 @@ from benchmark.methods.base import (
     MethodUnavailableError,
     MissingVideoError,
 )
-from shv_toolkit.errors import UsageError
+from shv_toolkit.core.errors import UsageError
 
 METHODS: dict[str, type[Method]] = {}
 

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from shv_toolkit.errors import ShvError
+from shv_toolkit.core.errors import ShvError
 
 
 class MethodError(ShvError):

@@ -15,7 +15,7 @@ from typing import Any
 
 from benchmark.methods import METHODS, register
 from benchmark.methods.base import ClipInput, Method, MethodUnavailableError, MissingVideoError, file_sha256
-from shv_toolkit.errors import UsageError
+from shv_toolkit.core.errors import UsageError
 
 
 @register

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from shv_toolkit.errors import ShvError
+from shv_toolkit.core.errors import ShvError
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +78,8 @@ class Clip:
         clip_id: str | None = None,
     ) -> Clip:
         """Decode a video file (resampled to ``fps``) and its audio (or ``audio_path``)."""
-        from shv_toolkit import media
-        from shv_toolkit.errors import MediaError
+        from shv_toolkit.core import media
+        from shv_toolkit.core.errors import MediaError
 
         path = Path(path)
         frames = media.read_video(path, fps=fps)

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmark.weights import WeightSpec, resolve, sha256_of
-from shv_toolkit.errors import MissingWeightsError
+from shv_toolkit.core.errors import MissingWeightsError
 
 log = logging.getLogger(__name__)
 

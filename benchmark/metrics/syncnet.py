@@ -12,7 +12,7 @@ published ``syncnet_v2.model`` loads into it unchanged.
 
 The weights are not distributed with this project. ``load_syncnet`` finds ``syncnet_v2.model`` from an
 explicit path, ``$SHV_SYNCNET_WEIGHTS`` or ``$SHV_WEIGHTS_DIR/syncnet_v2.model`` and loads it with
-``torch.load(weights_only=True)``; without it, :class:`~shv_toolkit.errors.MissingWeightsError`.
+``torch.load(weights_only=True)``; without it, :class:`~shv_toolkit.core.errors.MissingWeightsError`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from benchmark.weights import WeightSpec, resolve, sha256_of
-from shv_toolkit.errors import MissingWeightsError
+from shv_toolkit.core.errors import MissingWeightsError
 
 log = logging.getLogger(__name__)
 

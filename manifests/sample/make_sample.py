@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from shv_toolkit import media
+from shv_toolkit.core import media
 
 # (output name, face video, video start s, duration s, audio file, audio stream, audio start s)
 RECIPE = [

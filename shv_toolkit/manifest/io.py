@@ -1,17 +1,13 @@
-"""Pipeline step 9: writing and reading the Parquet manifests, atomically, plus completion markers.
-
-Every file is written to a hidden temporary name in the same directory, flushed to disk and renamed
-over the final name with ``os.replace`` (atomic on POSIX), so a reader or a killed run never sees a
-half-written manifest or marker: the old complete file or the new complete file, nothing in between.
+"""Writing and reading the Parquet manifests, and completion markers, all written atomically
+(:mod:`shv_toolkit.core.atomic`): a reader or a killed run sees the old complete file or the new one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +15,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from shv_toolkit.core.atomic import atomic_path, atomic_write_bytes, remove_partials
 from shv_toolkit.manifest.schema import (
     SCHEMA_VERSION,
     SPLITS,
@@ -33,27 +30,6 @@ log = logging.getLogger(__name__)
 #: completion marker written after the four tables
 MANIFESTS_DONE = "manifests.done.json"
 _META_PREFIX = "shv."
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success it is renamed to ``path``, else removed."""
-    final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.partial-{os.getpid()}")
-    try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-    return Path(path)
 
 
 def write_table(path: str | os.PathLike, table: str, rows: list[dict[str, Any]],
@@ -97,8 +73,7 @@ def write_manifests(out_dir: str | os.PathLike, sources_rows: list[dict[str, Any
     marker = out / MANIFESTS_DONE
     marker.unlink(missing_ok=True)
     for name in (*TABLES, MANIFESTS_DONE.rsplit(".", 1)[0]):  # leftovers of a killed earlier run
-        for stale in out.glob(f".{name}.*.partial-*"):
-            stale.unlink(missing_ok=True)
+        remove_partials(out, f"{name}.*")
     prov = {"config_hash": config_hash, "toolkit_version": version, "schema_version": SCHEMA_VERSION}
 
     def stamp(rows: list[dict[str, Any]], table: str) -> list[dict[str, Any]]:

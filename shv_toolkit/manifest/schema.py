@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from shv_toolkit.config import FilterConfig
-from shv_toolkit.errors import ShvError
+from shv_toolkit.core.errors import ShvError
 from shv_toolkit.stages.filters import RULES, SCORE_DESCRIPTIONS, SCORE_NAMES
 
 SCHEMA_VERSION = "1.1"

@@ -23,7 +23,7 @@ import math
 from collections.abc import Iterable
 
 from shv_toolkit.config import SplitConfig
-from shv_toolkit.errors import UsageError
+from shv_toolkit.core.errors import UsageError
 
 
 def split_hash(source_id: str, seed: int) -> float:

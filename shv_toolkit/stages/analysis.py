@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from shv_toolkit import media
 from shv_toolkit.config import FaceConfig, SceneConfig
-from shv_toolkit.errors import MediaError
-from shv_toolkit.helpers import HelperCalls
+from shv_toolkit.core import media
+from shv_toolkit.core.errors import MediaError
+from shv_toolkit.core.helpers import HelperCalls
 from shv_toolkit.stages.faces import Detection, FaceDetector, detections_agree
 from shv_toolkit.stages.scenes import Scene, SceneCutter
 
@@ -127,7 +127,7 @@ def analyse_source(
     ``threads`` > 0 runs face detection and scene cutting on two helper threads while this one decodes
     (mediapipe, OpenCV and NumPy release the GIL); the result is the same either way.
     ``decoder_threads``: see :func:`media.iter_frames`.
-    Raises :class:`shv_toolkit.errors.MediaError` for unreadable input.
+    Raises :class:`shv_toolkit.core.errors.MediaError` for unreadable input.
     """
     t0 = time.perf_counter()
     info = media.probe(path)

@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from shv_toolkit import media
 from shv_toolkit.config import ClipConfig, FaceConfig
-from shv_toolkit.errors import MediaError
-from shv_toolkit.helpers import HelperCalls
+from shv_toolkit.core import media
+from shv_toolkit.core.errors import MediaError
+from shv_toolkit.core.helpers import HelperCalls
 from shv_toolkit.stages.analysis import SourceAnalysis
 from shv_toolkit.stages.crop import apply_crop, apply_crop_i420, crop_boxes, crop_decision, face_side_px
 from shv_toolkit.stages.faces import Track, smooth_track, track_faces

@@ -24,7 +24,7 @@ Definition of the crop of one frame, given the track's median-smoothed face box
    ``INTER_AREA`` when shrinking (``n > out_size``), ``INTER_CUBIC`` when enlarging.
 
 Clips are cut from the source's own planes when it is 8-bit limited-range 4:2:0 shown as stored
-(:meth:`shv_toolkit.media.SourceFrame.yuv420`; most web video), with no RGB round trip
+(:meth:`shv_toolkit.core.media.SourceFrame.yuv420`; most web video), with no RGB round trip
 (:func:`apply_crop_i420`): luma exactly as in steps 4-5 (outside the frame: Y 16), each chroma plane
 from the ``n/2 x n/2`` square at ``(ox/2, oy/2)`` (outside the frame: 128) resized the same way to
 ``out_size / 2``. Other sources (10-bit, 4:2:2/4:4:4, full range, rotated, non-square pixels) are
@@ -170,7 +170,7 @@ def apply_crop(frame: np.ndarray, box: CropBox | np.ndarray | tuple, out_size: i
 def apply_crop_i420(planes: tuple[np.ndarray, np.ndarray, np.ndarray], box: CropBox | np.ndarray | tuple,
                     out_size: int, out: np.ndarray | None = None) -> np.ndarray:
     """The crop of ``box`` cut from a limited-range 4:2:0 frame's ``(Y, U, V)`` planes (source
-    resolution; :meth:`shv_toolkit.media.SourceFrame.yuv420`) as one I420 image
+    resolution; :meth:`shv_toolkit.core.media.SourceFrame.yuv420`) as one I420 image
     ``(out_size * 3 // 2, out_size)`` uint8 (see the module docstring), written into ``out`` if given."""
     if out_size % 2:
         raise ValueError(f"4:2:0 needs an even out_size, got {out_size}")

@@ -11,7 +11,7 @@ Local files are not copied; they are checked in place.
 Every file is then probed (PyAV) and must be: non-empty, within the size and duration caps, have a
 video stream and an audio track, and be decodable at its start and near its end (a cut-off
 download or a truncated file is refused). Failures raise :class:`DownloadFailed` (a
-:class:`~shv_toolkit.errors.SourceError`) with a one-line message and the partial record.
+:class:`~shv_toolkit.core.errors.SourceError`) with a one-line message and the partial record.
 
 Idempotence: after a URL source has passed every check, ``<source_id>.done.json`` is written
 (atomically, last). A rerun finds the marker and the file and does not touch the network.
@@ -34,9 +34,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from shv_toolkit.config import DownloadConfig
-from shv_toolkit.errors import MediaError, SourceError, UsageError
+from shv_toolkit.core.atomic import atomic_write_text
+from shv_toolkit.core.errors import MediaError, SourceError, UsageError
+from shv_toolkit.core.media import MediaInfo, probe, video_stream
 from shv_toolkit.inputs import SourceSpec, safe_filename
-from shv_toolkit.media import MediaInfo, probe, video_stream
 
 log = logging.getLogger(__name__)
 
@@ -427,9 +428,7 @@ def _marker_path(download_dir: Path, source_id: str) -> Path:
 
 def _write_marker(path: Path, rec: SourceRecord, media: Path) -> None:
     data = {"file": media.name, "size": media.stat().st_size, "record": rec.to_dict()}
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=1, sort_keys=True))
 
 
 def _read_marker(path: Path, download_dir: Path) -> tuple[SourceRecord, Path] | None:

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from shv_toolkit.config import FaceConfig
-from shv_toolkit.errors import MissingWeightsError
-from shv_toolkit.mediapipe_import import import_mediapipe
+from shv_toolkit.core.errors import MissingWeightsError
+from shv_toolkit.core.mediapipe_import import import_mediapipe
 from shv_toolkit.stages.scenes import Scene
 
 log = logging.getLogger(__name__)

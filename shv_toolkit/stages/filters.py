@@ -41,8 +41,8 @@ import cv2
 import numpy as np
 
 from shv_toolkit.config import FilterConfig
-from shv_toolkit.errors import MissingWeightsError
-from shv_toolkit.mediapipe_import import import_mediapipe
+from shv_toolkit.core.errors import MissingWeightsError
+from shv_toolkit.core.mediapipe_import import import_mediapipe
 
 log = logging.getLogger(__name__)
 
@@ -374,7 +374,7 @@ def score_clip(
     (``None`` when absent: the audio scores are then ``nan``); ``pose``: an open
     :class:`PoseEstimator` (``None``: yaw/pitch are ``nan``, i.e. not measured).
     ``grey``: the clip's ``(T, S, S) uint8`` grey levels when the caller has them (the luma of the I420
-    crops, :func:`shv_toolkit.media.i420_grey`); every grey-level score then uses them, and ``frames``
+    crops, :func:`shv_toolkit.core.media.i420_grey`); every grey-level score then uses them, and ``frames``
     may be any sequence of ``T`` RGB frames (e.g. :class:`~shv_toolkit.stages.clips.ClipFrames`, which
     converts on access): only the head-pose frames are read. Without it, grey is OpenCV's ``RGB2GRAY``.
     """

@@ -7,7 +7,7 @@ through their ``process_frame(timecode, frame_bgr)`` / ``post_process(timecode)`
 linear interpolation of the larger side), and turns the cut list into scenes.
 
 Scenes are half-open frame ranges ``[start, end)`` on the constant-rate grid of
-:func:`shv_toolkit.media.iter_frames` (25 fps by default).
+:func:`shv_toolkit.core.media.iter_frames` (25 fps by default).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from scenedetect.detectors import (
     ThresholdDetector,
 )
 
-from shv_toolkit import media
 from shv_toolkit.config import SceneConfig
+from shv_toolkit.core import media
 
 log = logging.getLogger(__name__)
 

@@ -41,9 +41,9 @@ import soxr
 import torch
 from tqdm import tqdm
 
-from shv_toolkit import media
 from shv_toolkit.config import VocalsConfig
-from shv_toolkit.errors import MissingWeightsError
+from shv_toolkit.core import media
+from shv_toolkit.core.errors import MissingWeightsError
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +126,9 @@ def _fit_channels(a: np.ndarray, n: int) -> np.ndarray:
 def load_audio_channels(path: str | os.PathLike, sample_rate: int = _SP_RATE, stream_index: int = 0,
                         start: float = 0.0, end: float | None = None) -> np.ndarray:
     """Decode one audio stream keeping up to two channels: ``(channels, n)`` float32, on the same
-    time origin as the video (:func:`shv_toolkit.media.read_audio_channels`).
+    time origin as the video (:func:`shv_toolkit.core.media.read_audio_channels`).
 
-    Separators work best on the original stereo image, which :func:`shv_toolkit.media.read_audio`
+    Separators work best on the original stereo image, which :func:`shv_toolkit.core.media.read_audio`
     (mono) discards.
     """
     return media.read_audio_channels(path, sample_rate, "auto", start, end, stream_index)

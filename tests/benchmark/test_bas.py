@@ -13,7 +13,7 @@ from scipy.signal import argrelextrema
 from benchmark.metrics.bas import BAS, bas_clip, bas_from_landmarks, music_beats
 from benchmark.metrics.base import Clip, MetricInputError
 from benchmark.metrics.landmarks import get_backend
-from shv_toolkit import media
+from shv_toolkit.core import media
 
 SR, FPS = 16000, 25
 

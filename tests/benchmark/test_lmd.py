@@ -9,7 +9,7 @@ import pytest
 from benchmark.metrics.base import Clip, MetricInputError
 from benchmark.metrics.landmarks import get_backend
 from benchmark.metrics.lmd import LMD, lmd_clip
-from shv_toolkit import media
+from shv_toolkit.core import media
 
 
 @pytest.fixture(scope="module")

@@ -28,8 +28,8 @@ from benchmark.metrics.lse import (
 )
 from benchmark.metrics.syncnet import SyncNet
 from benchmark.weights import sha256_of
-from shv_toolkit import media
-from shv_toolkit.errors import MissingWeightsError
+from shv_toolkit.core import media
+from shv_toolkit.core.errors import MissingWeightsError
 
 # python_speech_features 0.6 (PyPI sdist), mfcc(seg, 16000) with its defaults, where seg is
 # speech_two_speakers.wav (int16, 16 kHz) samples [126400, 128000): 9 frames, the last zero-padded.

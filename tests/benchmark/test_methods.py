@@ -19,8 +19,8 @@ from benchmark.metrics.bas import BAS
 from benchmark.metrics.fvd import FVD
 from benchmark.metrics.lmd import LMDValue
 from benchmark.metrics.ssim import SSIM
-from benchmark.runner import BenchConfig, decode, encode, read_clips, run_bench, state_names
-from shv_toolkit.errors import UsageError
+from benchmark.runner import BenchConfig, read_clips, run_bench, state_names
+from shv_toolkit.core.errors import UsageError
 
 
 def _clip(tmp_path: Path, n: int = 5) -> ClipInput:
@@ -142,30 +142,6 @@ def test_read_clips_resolves_paths(sample_build):
 
 
 # --------------------------------------------------------------------------- state codec
-
-
-@dataclass
-class _Local:
-    x: int
-
-
-def test_codec_round_trip():
-    value = {
-        "a": [1, 2.5, float("inf"), float("nan"), None, True, "s"],
-        3: (np.arange(6, dtype=np.float64).reshape(2, 3), np.int64(7)),
-        "dc": LMDValue(1.5, 2.5, 10, 0),
-        "set": {1, 2},
-    }
-    import json
-
-    back = decode(json.loads(json.dumps(encode(value), allow_nan=False)))
-    assert back["a"][:3] == [1, 2.5, float("inf")] and np.isnan(back["a"][3]) and back["a"][4:] == [None, True, "s"]
-    assert np.array_equal(back[3][0], value[3][0]) and back[3][0].dtype == np.float64 and back[3][1] == 7
-    assert back["dc"] == value["dc"] and back["set"] == {1, 2}
-    with pytest.raises(ValueError, match="not a benchmark class"):
-        decode(encode(_Local(1)))
-    with pytest.raises(TypeError):
-        encode(object())
 
 
 def test_state_names_are_what_reset_assigns():

@@ -17,7 +17,7 @@ from benchmark.metrics.cpbd import cpbd_clip
 from benchmark.metrics.psnr import psnr_clip
 from benchmark.metrics.ssim import ssim_clip
 from benchmark.protocol import get_protocol
-from shv_toolkit import media
+from shv_toolkit.core import media
 
 
 @pytest.fixture(scope="module")

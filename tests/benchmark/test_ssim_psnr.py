@@ -12,7 +12,7 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 from benchmark.metrics.base import AlignmentError, Clip, MetricInputError
 from benchmark.metrics.psnr import PSNR, psnr_clip, psnr_frames
 from benchmark.metrics.ssim import SSIM, ssim_clip, ssim_frames
-from shv_toolkit import media
+from shv_toolkit.core import media
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import torch
 
 from benchmark.metrics.syncnet import SYNCNET_WEIGHTS, SyncNet, load_syncnet
 from benchmark.weights import sha256_of
-from shv_toolkit.errors import MissingWeightsError
+from shv_toolkit.core.errors import MissingWeightsError
 
 
 @pytest.fixture(autouse=True)

@@ -7,8 +7,8 @@ import threading
 import numpy as np
 import pytest
 
-from shv_toolkit import media
 from shv_toolkit.config import FaceConfig, SceneConfig
+from shv_toolkit.core import media
 from shv_toolkit.stages import analysis as analysis_mod
 from shv_toolkit.stages.analysis import analyse_source
 

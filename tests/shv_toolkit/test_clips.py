@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from shv_toolkit import media
 from shv_toolkit.config import ClipConfig, FaceConfig, SceneConfig
-from shv_toolkit.errors import MediaError
+from shv_toolkit.core import media
+from shv_toolkit.core.errors import MediaError
 from shv_toolkit.stages import clips as clips_mod
 from shv_toolkit.stages.analysis import analyse_source
 from shv_toolkit.stages.clips import (

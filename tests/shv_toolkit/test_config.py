@@ -7,7 +7,7 @@ import os
 import pytest
 
 from shv_toolkit.config import BuildConfig
-from shv_toolkit.errors import UsageError
+from shv_toolkit.core.errors import UsageError
 
 
 def test_threads_are_not_hashed_but_validated():

@@ -7,8 +7,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from shv_toolkit import media
 from shv_toolkit.config import FaceConfig
+from shv_toolkit.core import media
 from shv_toolkit.stages.crop import (
     REJECT_REASON,
     CropBox,

@@ -1,4 +1,4 @@
-"""SHVDataset over a small manifest of real clips written with shv_toolkit.media."""
+"""SHVDataset over a small manifest of real clips written with shv_toolkit.core.media."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from shv_toolkit import media
+from shv_toolkit.core import media
+from shv_toolkit.core.errors import MediaError
 from shv_toolkit.dataset import SHVDataset
-from shv_toolkit.errors import MediaError
 from shv_toolkit.manifest.io import write_manifests
 from shv_toolkit.manifest.schema import empty_row
 from shv_toolkit.stages.filters import SCORE_NAMES

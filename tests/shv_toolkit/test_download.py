@@ -14,7 +14,7 @@ import imageio_ffmpeg
 import pytest
 
 from shv_toolkit.config import DownloadConfig
-from shv_toolkit.errors import SourceError, UsageError
+from shv_toolkit.core.errors import SourceError, UsageError
 from shv_toolkit.inputs import SourceSpec, normalize_url, parse_url_list, url_source_id
 from shv_toolkit.stages import download as D
 from tests.shv_toolkit.av_writers import write_av
@@ -289,7 +289,7 @@ def test_local_caps_and_ok(media_dir: Path, tmp_path: Path) -> None:
     # the main video is the moving one, not a still picture stored as the first video stream
     pic = D.fetch_source(_file_spec(media_dir / "picture_first.mkv"), tmp_path, FAST, progress=False)
     assert pic.status == "ok" and (pic.width, pic.height) == (640, 360)
-    from shv_toolkit import media
+    from shv_toolkit.core import media
 
     moving = media.read_video(media_dir / "picture_first.mkv", end=1.0)
     assert moving.shape == (25, 360, 640, 3)
@@ -362,7 +362,7 @@ def test_format_choice_prefers_sdr_within_the_height_cap() -> None:
 
 def _write_hdr_pq(path: Path, shared_media: Path) -> Path:
     """A real face video as 10-bit HEVC tagged BT.2020 / SMPTE ST 2084 (PQ), with a sound track."""
-    from shv_toolkit import media
+    from shv_toolkit.core import media
 
     frames = media.read_video(shared_media / "single_face.mp4", end=0.4)
     song = media.read_audio(shared_media / "lena.wav", sample_rate=48000)[:19200]

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from shv_toolkit import media
 from shv_toolkit.config import FaceConfig, SceneConfig
+from shv_toolkit.core import media
 from shv_toolkit.stages.analysis import analyse_source
 from shv_toolkit.stages.crop import crop_boxes
 from shv_toolkit.stages.faces import (

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from shv_toolkit.config import FilterConfig
-from shv_toolkit.media import read_audio, read_video
+from shv_toolkit.core.media import read_audio, read_video
 from shv_toolkit.stages.filters import (
     _MODEL_POINTS,
     SCORE_NAMES,
@@ -282,7 +282,7 @@ def test_score_only_still_scores(real_clips, singing):
 def test_scores_from_the_luma_plane_match_scores_from_rgb(real_clips, singing, pose):
     """A build scores the I420 crops it encodes: grey levels from their luma plane (ClipFrames.grey),
     RGB only for the pose frames. The scores agree with the RGB route on the same pictures."""
-    from shv_toolkit import media
+    from shv_toolkit.core import media
     from shv_toolkit.stages.clips import ClipFrames
 
     cfg = FilterConfig()

@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shv_toolkit import media
 from shv_toolkit.config import BuildConfig
+from shv_toolkit.core import media
 from shv_toolkit.pipeline import run_build
 from tests.shv_toolkit.av_writers import write_av
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from shv_toolkit.errors import InputListError
+from shv_toolkit.core.errors import InputListError
 from shv_toolkit.inputs import (
     SourceSpec,
     normalize_url,

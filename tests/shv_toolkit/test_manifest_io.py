@@ -15,6 +15,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from shv_toolkit.core.atomic import atomic_path
 from shv_toolkit.manifest import io as mio
 from shv_toolkit.manifest.schema import SCHEMA_VERSION, SchemaError, empty_row
 from shv_toolkit.stages.filters import SCORE_NAMES
@@ -144,7 +145,7 @@ def test_failed_write_leaves_old_file_and_no_partial(tmp_path):
     assert paths["clips"].read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
     with pytest.raises(ValueError):
-        with mio.atomic_path(tmp_path / "marker.json") as tmp:
+        with atomic_path(tmp_path / "marker.json") as tmp:
             tmp.write_text("{")
             raise ValueError("interrupted")
     assert not (tmp_path / "marker.json").exists() and not list(tmp_path.glob(".marker*"))
@@ -152,6 +153,7 @@ def test_failed_write_leaves_old_file_and_no_partial(tmp_path):
 
 KILL_SCRIPT = r"""
 import os, signal, sys
+from shv_toolkit.core.atomic import atomic_path
 from shv_toolkit.manifest import io as mio
 sys.path.insert(0, sys.argv[2])
 from test_manifest_io import dataset, HASH, VERSION

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from shv_toolkit import media
 from shv_toolkit.cli import main as cli_main
+from shv_toolkit.core import media
 
 from ..conftest import REPO
 
@@ -257,7 +257,7 @@ def test_usage_errors_exit_2(tmp_path):
         cfg.write_text(bad_yaml)
         assert cli_main(["--urls", str(lst), "--out", str(tmp_path / "o"), "--config", str(cfg)]) == 2
     from shv_toolkit.config import BuildConfig
-    from shv_toolkit.errors import UsageError
+    from shv_toolkit.core.errors import UsageError
     from shv_toolkit.pipeline import run_build
 
     odd = BuildConfig()

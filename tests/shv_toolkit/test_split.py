@@ -8,7 +8,7 @@ import random
 import pytest
 
 from shv_toolkit.config import SplitConfig
-from shv_toolkit.errors import UsageError
+from shv_toolkit.core.errors import UsageError
 from shv_toolkit.manifest.split import assign_splits, n_test_sources, split_hash
 
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 import yaml
 
-from shv_toolkit import media
 from shv_toolkit.config import VocalsConfig
-from shv_toolkit.errors import MissingWeightsError
+from shv_toolkit.core import media
+from shv_toolkit.core.errors import MissingWeightsError
 from shv_toolkit.stages import vocals as V
 
 SR = 44100

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from shv_toolkit import media
-from shv_toolkit.errors import MediaError, MissingWeightsError
+from shv_toolkit.core import media
+from shv_toolkit.core.errors import MediaError, MissingWeightsError
 from singer_model.data import (
     AudioEncoder,
     ClipCache,

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import yaml
 
-from shv_toolkit import media
-from shv_toolkit.errors import MissingWeightsError
+from shv_toolkit.core import media
+from shv_toolkit.core.errors import MissingWeightsError
 from singer_model.cli import infer_main
 from singer_model.infer import generate_video, load_pipeline
 from singer_model.tiny import make_tiny_checkpoint

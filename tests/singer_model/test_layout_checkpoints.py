@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from shv_toolkit.errors import MissingWeightsError
+from shv_toolkit.core.errors import MissingWeightsError
 from singer_model.checkpoints import (
     CheckpointMismatchError,
     WeightPaths,

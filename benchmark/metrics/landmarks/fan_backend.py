@@ -25,7 +25,7 @@ import numpy as np
 
 from benchmark.metrics.landmarks import LandmarkBackend, check_frame
 from benchmark.weights import sha256_of
-from shv_toolkit.errors import MissingWeightsError
+from shv_toolkit.core.errors import MissingWeightsError
 
 log = logging.getLogger(__name__)
 

@@ -45,7 +45,7 @@ import numpy as np
 
 from benchmark.metrics.landmarks import N_POINTS, LandmarkBackend, check_frame
 from benchmark.weights import sha256_of
-from shv_toolkit.errors import MissingWeightsError
+from shv_toolkit.core.errors import MissingWeightsError
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ class MediaPipeBackend(LandmarkBackend):
         self._still = self._session(static=True)
 
     def _session(self, static: bool):
-        from shv_toolkit.mediapipe_import import import_mediapipe
+        from shv_toolkit.core.mediapipe_import import import_mediapipe
 
         return import_mediapipe().solutions.face_mesh.FaceMesh(
             static_image_mode=static,

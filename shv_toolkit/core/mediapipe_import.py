@@ -39,7 +39,7 @@ class DeferredModule(types.ModuleType):
     (``importlib.import_module``) and every attribute is then read from that."""
 
     def __init__(self, name: str) -> None:
-        super().__init__(name, f"deferred import of {name} (see shv_toolkit.mediapipe_import)")
+        super().__init__(name, f"deferred import of {name} (see shv_toolkit.core.mediapipe_import)")
         # __spec__ stays None (set by ModuleType): the import system reads it, and must not load
 
     def __getattr__(self, attr: str) -> Any:

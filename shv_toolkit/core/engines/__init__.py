@@ -7,13 +7,13 @@
 * ``.submit(fn, item, key=..., num_cpus=..., num_gpus=...)`` + ``.completed()`` for task graphs;
 * ``.close()`` or use it as a context manager.
 
-See :mod:`shv_toolkit.engines.base` for retries, lost workers, log forwarding and fault injection.
+See :mod:`shv_toolkit.core.engines.base` for retries, lost workers, log forwarding and fault injection.
 """
 
 from __future__ import annotations
 
-from shv_toolkit.engines.base import Engine, TaskDone, WorkerLostError
-from shv_toolkit.errors import UsageError
+from shv_toolkit.core.engines.base import Engine, TaskDone, WorkerLostError
+from shv_toolkit.core.errors import UsageError
 
 ENGINES = ("local", "ray")
 
@@ -32,11 +32,11 @@ def make_engine(name: str, workers: int = 1, ray_address: str | None = None, *, 
             raise UsageError("--ray-address needs --engine ray")
         if options:
             raise UsageError(f"unknown option(s) for the local engine: {', '.join(sorted(options))}")
-        from shv_toolkit.engines.local import LocalEngine
+        from shv_toolkit.core.engines.local import LocalEngine
 
         return LocalEngine(workers=workers, max_retries=max_retries, log_level=log_level)
     if name == "ray":
-        from shv_toolkit.engines.ray_engine import RayEngine
+        from shv_toolkit.core.engines.ray_engine import RayEngine
 
         return RayEngine(workers=workers, ray_address=ray_address, max_retries=max_retries,
                          log_level=log_level, **options)

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from shv_toolkit import media
+from shv_toolkit.core import media
 
 
 @pytest.fixture(scope="module")

@@ -20,9 +20,9 @@ import pandas as pd
 import pytest
 
 from shv_toolkit.cli import main as cli_main
-from shv_toolkit.engines import WorkerLostError, make_engine
-from shv_toolkit.engines.base import FAULT_ENV, FAULT_MATCH_ENV, FAULT_TIMES_ENV
-from shv_toolkit.errors import UsageError
+from shv_toolkit.core.engines import WorkerLostError, make_engine
+from shv_toolkit.core.engines.base import FAULT_ENV, FAULT_MATCH_ENV, FAULT_TIMES_ENV
+from shv_toolkit.core.errors import UsageError
 from shv_toolkit.pipeline import BuildLayout, run_build
 
 from ..conftest import REPO

@@ -33,7 +33,8 @@ import cv2
 import numpy as np
 from av.video.reformatter import VideoReformatter
 
-from shv_toolkit.errors import MediaError
+from shv_toolkit.core.atomic import PendingFile, atomic_path
+from shv_toolkit.core.errors import MediaError
 
 log = logging.getLogger(__name__)
 
@@ -496,10 +497,6 @@ def read_audio_channels(
     return np.ascontiguousarray(audio[:, i0:i1])
 
 
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.partial{path.suffix}")
-
-
 class VideoWriter:
     """Encode RGB frames (:meth:`write`) or I420 images (:meth:`write_i420`, stored as given) with the
     H.273 matrix ``colorspace`` (tagged; default BT.601, untagged), and optional mono audio, to H.264/AAC
@@ -524,8 +521,8 @@ class VideoWriter:
             raise ValueError(f"H.264 4:2:0 needs an even width and height, got {width}x{height}")
         self.width, self.height = int(width), int(height)
         self.path = Path(path)
-        self.tmp = _tmp_name(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = PendingFile(self.path, fsync=False)
+        self.tmp = self._file.tmp
         self._c = av.open(str(self.tmp), mode="w", format="mp4")
         self._v = self._c.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))
         self._v.width, self._v.height = width, height
@@ -594,14 +591,14 @@ class VideoWriter:
                 self._c.mux(packet)
         self._c.close()
         self._closed = True
-        os.replace(self.tmp, self.path)
+        self._file.commit()
         return self.path
 
     def abort(self) -> None:
         if not self._closed:
             self._c.close()
             self._closed = True
-        self.tmp.unlink(missing_ok=True)
+        self._file.discard()
 
     def __enter__(self) -> VideoWriter:
         return self
@@ -642,8 +639,6 @@ def write_wav(path: str | os.PathLike, audio: np.ndarray, sample_rate: int = 160
     import soundfile as sf
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
-    sf.write(str(tmp), np.clip(audio, -1, 1).astype(np.float32), sample_rate, subtype="PCM_16", format="WAV")
-    os.replace(tmp, path)
+    with atomic_path(path, fsync=False) as tmp:
+        sf.write(str(tmp), np.clip(audio, -1, 1).astype(np.float32), sample_rate, subtype="PCM_16", format="WAV")
     return path

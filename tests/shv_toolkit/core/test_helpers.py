@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from shv_toolkit.helpers import HelperCalls
+from shv_toolkit.core.helpers import HelperCalls
 
 
 def test_inline_calls_return_values_and_raise_at_once():

@@ -19,7 +19,7 @@ def _run(code: str) -> None:
 def test_mediapipe_imports_without_pyplot_and_matplotlib_works_afterwards():
     _run("""
         import sys, types
-        from shv_toolkit.mediapipe_import import DeferredModule, import_mediapipe
+        from shv_toolkit.core.mediapipe_import import DeferredModule, import_mediapipe
         mp = import_mediapipe()
         assert mp is sys.modules["mediapipe"]
         assert "matplotlib" not in sys.modules and "matplotlib.pyplot" not in sys.modules
@@ -42,7 +42,7 @@ def test_mediapipe_imports_without_pyplot_and_matplotlib_works_afterwards():
 def test_tasks_api_is_deferred_and_works_on_first_use():
     _run("""
         import sys
-        from shv_toolkit.mediapipe_import import DeferredModule, import_mediapipe
+        from shv_toolkit.core.mediapipe_import import DeferredModule, import_mediapipe
         mp = import_mediapipe()
         assert isinstance(mp.tasks, DeferredModule) and "mediapipe.tasks.python" not in sys.modules
         assert not any(name.startswith("mediapipe.tasks") for name in sys.modules)
@@ -58,7 +58,7 @@ def test_tasks_api_is_deferred_and_works_on_first_use():
 def test_placeholder_loads_the_real_module_on_first_use():
     _run("""
         import sys
-        from shv_toolkit.mediapipe_import import import_mediapipe
+        from shv_toolkit.core.mediapipe_import import import_mediapipe
         mp = import_mediapipe()
         fig = mp.solutions.drawing_utils.plt.figure()  # first use: imports the real pyplot
         assert type(sys.modules["matplotlib.pyplot"]).__name__ == "module"
@@ -71,7 +71,7 @@ def test_matplotlib_imported_first_is_left_alone():
     _run("""
         import sys
         import matplotlib
-        from shv_toolkit.mediapipe_import import import_mediapipe
+        from shv_toolkit.core.mediapipe_import import import_mediapipe
         mp = import_mediapipe()
         assert sys.modules["matplotlib"] is matplotlib
         assert "matplotlib.pyplot" not in sys.modules
@@ -87,7 +87,7 @@ def test_concurrent_first_imports_all_get_the_whole_module():
     build reaches them first): none may see the module half initialised."""
     _run("""
         import sys, threading, time
-        from shv_toolkit.mediapipe_import import import_mediapipe
+        from shv_toolkit.core.mediapipe_import import import_mediapipe
         got, errors = [], []
         def work():
             try:

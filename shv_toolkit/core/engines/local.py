@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
-from shv_toolkit.engines.base import Engine, Task, TaskDone, run_task
+from shv_toolkit.core.engines.base import Engine, Task, TaskDone, run_task
 
 log = logging.getLogger(__name__)
 

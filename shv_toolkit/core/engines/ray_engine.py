@@ -12,7 +12,7 @@
   neither starts nor stops anything then.
 
 A worker that dies is handled by Ray's own task retries (``max_retries``); when they are exhausted
-the task is reported lost (:class:`~shv_toolkit.engines.base.WorkerLostError`). Exceptions raised by
+the task is reported lost (:class:`~shv_toolkit.core.engines.base.WorkerLostError`). Exceptions raised by
 a task are not retried and propagate to the driver. Workers' log records come back with each result
 (their stdout/stderr stay in Ray's session logs, so they do not scribble over the progress bars).
 Driver variables ``SHV_*``, ``GLOG_minloglevel`` and ``TF_CPP_MIN_LOG_LEVEL`` (as set when the engine
@@ -26,8 +26,8 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from shv_toolkit.engines.base import Engine, Task, TaskDone, WorkerLostError, forwarded_env, run_task
-from shv_toolkit.errors import UsageError
+from shv_toolkit.core.engines.base import Engine, Task, TaskDone, WorkerLostError, forwarded_env, run_task
+from shv_toolkit.core.errors import UsageError
 
 log = logging.getLogger(__name__)
 
