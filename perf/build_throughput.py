@@ -21,7 +21,7 @@ with ``-threads 1``. The CPU-seconds ratio does not depend on how many cores eit
 
 This machine's speed drifts by up to 20 % within minutes, so (1) and (3) run alternately ``--repeat``
 times and the median of the per-pair ratios is the result. Each build runs in a fresh Python process
-that imports ``shv_toolkit.pipeline`` and then times ``run_build``: every build pays the same one-off
+that imports ``shv_toolkit.build`` and then times ``run_build``: every build pays the same one-off
 costs (mediapipe, scene detection, model loading) that a user's shv-build pays, and none is warm from
 an earlier run; Python's own start-up and the import of the toolkit with NumPy, pandas and PyAV are
 not counted (0.5-0.8 s, paid once per build however long the URL list).
@@ -44,9 +44,11 @@ import imageio_ffmpeg
 import numpy as np
 import pandas as pd
 
+from shv_toolkit.build import run_build
+from shv_toolkit.build.units import TaskThreads
 from shv_toolkit.config import BuildConfig
 from shv_toolkit.core import media
-from shv_toolkit.pipeline import run_build
+from shv_toolkit.core.engines.base import usable_cores
 
 
 def make_source(shared: Path, seconds: float, out: Path, height: int | None = None) -> Path:
@@ -96,7 +98,7 @@ def baseline_encode(src: Path, clips: pd.DataFrame, fps: float, size: int, tmp: 
 
 
 def child_build(list_file: Path, out: Path, opts: dict) -> dict:
-    """One timed shv-build, in this (fresh) process after importing the pipeline module, as a user's
+    """One timed shv-build, in this (fresh) process after importing shv_toolkit.build, as a user's
     process would be once Python and the toolkit are loaded: mediapipe, scene detection, models and
     everything the build needs beyond that are paid inside the timed part."""
     cfg = BuildConfig()
@@ -104,6 +106,7 @@ def child_build(list_file: Path, out: Path, opts: dict) -> dict:
     cfg.filters.mode = opts["filter_mode"]
     cfg.clips.threads = opts["threads"]
     cfg.clips.decoder_threads = opts["decoder_threads"]
+    cores = max(1, usable_cores() // opts["workers"])
     c = cpu_seconds(resource.RUSAGE_SELF)
     c_kids = cpu_seconds(resource.RUSAGE_CHILDREN)  # worker processes, once they have exited
     t = time.perf_counter()
@@ -120,7 +123,7 @@ def child_build(list_file: Path, out: Path, opts: dict) -> dict:
     wall = time.perf_counter() - t
     cpu = cpu_seconds(resource.RUSAGE_SELF) - c + (cpu_seconds(resource.RUSAGE_CHILDREN) - c_kids)
     return {"wall": wall, "cpu": cpu, "stages": summary.stage_seconds,
-            "helper_threads": cfg.helper_threads(opts["workers"])}
+            "helper_threads": TaskThreads.resolve(cfg.clips, cores).helpers}
 
 
 def run_child(list_file: Path, out: Path, opts: dict) -> dict:

@@ -31,10 +31,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from shv_toolkit.build import GROUP_CLIPS, run_build
 from shv_toolkit.config import BuildConfig
 from shv_toolkit.core import media
 from shv_toolkit.core.engines import make_engine
-from shv_toolkit.pipeline import GROUP_CLIPS, run_build
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SHV_SHARED_DIR", REPO.parent / "shared")) / "media"

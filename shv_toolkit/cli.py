@@ -1,4 +1,4 @@
-"""``shv-build``: a thin command line over :func:`shv_toolkit.pipeline.run_build`.
+"""``shv-build``: a thin command line over :func:`shv_toolkit.build.run_build`.
 
 Exit status: 0 every source produced clips; 1 some sources failed, produced no clip, or some input
 lines were rejected (all recorded in sources.parquet and the log); 2 bad usage (arguments, config,
@@ -117,12 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = config_from_args(args)
-        if args.workers < 1:
-            raise UsageError("--workers must be >= 1")
         if args.group_clips is not None and args.group_clips < 1:
             raise UsageError("--group-clips must be >= 1")
-        if args.ray_address and args.engine != "ray":
-            raise UsageError("--ray-address needs --engine ray")
         if not args.urls.is_file():
             raise UsageError(f"URL list not found: {args.urls}")
         from shv_toolkit.stages.download import check_download_config
@@ -132,17 +128,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print(f"shv-build: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    _setup_logging(args.out, args.verbose)
-
+    from shv_toolkit.build import GROUP_CLIPS, run_build
     from shv_toolkit.core.engines import make_engine
-    from shv_toolkit.pipeline import GROUP_CLIPS, run_build
 
     try:
         engine = make_engine(args.engine, workers=args.workers, ray_address=args.ray_address,
                              log_level=logging.DEBUG if args.verbose else logging.INFO)
-    except (UsageError, ConnectionError) as exc:
+    except UsageError as exc:
+        parser.print_usage(sys.stderr)
+        print(f"shv-build: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except ConnectionError as exc:
         print(f"shv-build: error: cannot start the {args.engine} engine: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    _setup_logging(args.out, args.verbose)
     try:
         summary = run_build(
             args.urls, args.out, cfg, progress=not args.no_progress, retry_failed=args.retry_failed,

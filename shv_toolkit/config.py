@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -42,14 +41,6 @@ class DownloadConfig:
     max_sleep_interval: float | None = None  # random sleep in [sleep_interval, this]
 
 
-def _usable_cores() -> int:
-    """CPU cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 @dataclass
 class SceneConfig:
     detector: Literal["content", "adaptive", "threshold", "hash", "histogram"] = "content"
@@ -60,26 +51,16 @@ class SceneConfig:
 
 @dataclass
 class FaceConfig:
-    # mediapipe BlazeFace model: 0 short range (faces within ~2 m, i.e. head shots), 1 full range.
-    # Default 0: measured 3x faster (1.4-2 ms vs 4.5-6.4 ms per frame) and on all real test media it
-    # found the face on every frame with higher scores, while full range missed 5% of a close-up.
+    # mediapipe BlazeFace model: 0 short range (head shots; faster, perf/RESULTS.md), 1 full range
     model_selection: int = 0
-    # Run this model on frames where model_selection finds no face (None: never). The short-range
-    # model misses faces narrower than ~12% of the frame width; full range finds them down to ~6%.
+    # model run where model_selection finds no face (None: never); full range finds smaller faces
     fallback_model_selection: int | None = 1
     min_detection_confidence: float = 0.5
-    # The finest detection stride: at most every N-th grid frame is detected (and the last); boxes are
-    # interpolated in between. 3 alone (keyframe_multiple 1) measured as accurate (perf/face_stride_accuracy.py
-    # on the real videos: crop centre p95 error 0.3-0.7 % of the crop side, 2-6x below the detector's own
-    # frame-to-frame scatter).
+    # finest detection stride: every N-th grid frame (and the last); boxes interpolated in between
     detect_stride: int = 3
-    # Keyframes: the detector runs on every (detect_stride x keyframe_multiple)-th grid frame (and the
-    # last); the detect_stride frames between two keyframes are detected only where the keyframes'
-    # faces disagree (another number of faces, or a face whose best partner overlaps it with IoU below
-    # keyframe_agree_iou), so face changes, misses and cuts that move the face are still seen at
-    # detect_stride. 1 detects every detect_stride-th frame. 2 (keyframes every 6th frame): half the
-    # detector calls on steady footage, crop centre p95 error 0.6-0.9 % of the side against per-frame
-    # detection, below the detector's own scatter (perf/face_stride_accuracy.py; README, Performance).
+    # keyframes every detect_stride x keyframe_multiple frames; the frames between two keyframes whose
+    # faces disagree (count, or IoU < keyframe_agree_iou) are detected at detect_stride. Accuracy:
+    # perf/RESULTS.md (face stride)
     keyframe_multiple: int = 2
     keyframe_agree_iou: float = 0.5
     iou_threshold: float = 0.3  # IoU linking detections into a track
@@ -101,17 +82,11 @@ class ClipConfig:
     preset: str = "veryfast"
     sample_rate: int = 16000  # wav beside each clip (mono)
     mp4_audio_rate: int = 16000  # AAC track of the mp4
-    # Helper threads of a task (x264, mediapipe, OpenCV and torch release the GIL): a render task scores
-    # and encodes this many finished clips at once while its own thread decodes and crops, and runs
-    # Spleeter's two U-Nets side by side; an analysis task (any value > 0) detects faces and cuts scenes
-    # beside its decoding thread. None: auto, the CPU cores this process may use divided by the local
-    # worker processes (at least 1, at most 8; 1 on Ray); 0: everything in one thread. Output is
-    # byte-identical for every value, so it is not part of the config hash.
+    # helper threads per task (scoring, encoding, face detection beside decoding); None: the engine's
+    # cores per task in [1, 8]; 0: one thread. Output is byte-identical for every value (not hashed).
     threads: int | None = None
-    # FFmpeg decoding threads of the render decode (the analysis decode, whose consumers are light,
-    # gets FFmpeg's choice, or one thread with threads 0). None: auto (BuildConfig.decoder_threads: 1
-    # when the task's helper threads already fill its cores or threads is 0, else FFmpeg's choice);
-    # 0: FFmpeg's choice. Not part of the config hash (decoding is exact either way).
+    # FFmpeg threads of the render decode; None: 1 when the helpers fill the task's cores, else 0
+    # (FFmpeg's choice). Not hashed (decoding is exact either way). See shv_toolkit.build.units.TaskThreads.
     decoder_threads: int | None = None
 
 
@@ -150,11 +125,7 @@ class FilterConfig:
     min_vocal_activity: float | None = 0.3  # share of 20 ms frames with voice-band energy
     # --- how the scores are measured (not thresholds)
     sample_stride: int = 5  # sharpness, luminance and borders use every 5th frame (10 of 50)
-    # head pose uses every 10th frame (5 of 50: 0, 10, ..., 40); the face mesh costs 3.3 ms per frame.
-    # perf/pose_stride_accuracy.py on 136 real clips: the clip's median |yaw| / |pitch| is then off the
-    # median over all 50 frames by a p95 of 1.25 / 1.11 degrees (max 2.2 / 3.1); every 5th frame:
-    # 0.48 / 0.43 (max 0.9 / 1.7), for 0.45 s more per minute of clips. Thresholds are 45 / 35 degrees.
-    pose_stride: int = 10
+    pose_stride: int = 10  # head pose on frames 0, 10, ..., 40; accuracy in perf/RESULTS.md (pose stride)
     face_region_fraction: float = 0.6  # central share of the crop side used as the face region
     border_black_level: float = 24.0  # grey level at or below which a bar pixel counts as black
     static_frame_diff: float = 0.02  # mean abs difference (128x128 grey) at or below which frames are "same"
@@ -186,30 +157,6 @@ class BuildConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    def helper_threads(self, workers: int = 1, local: bool = True) -> int:
-        """``clips.threads`` resolved. Auto (None): the usable CPU cores / ``workers`` local worker
-        processes, in [1, 8]; 1 off the local engine (Ray runs one task per CPU it schedules)."""
-        if self.clips.threads is not None:
-            return int(self.clips.threads)
-        if not local:
-            return 1
-        return max(1, min(8, _usable_cores() // max(1, workers)))
-
-    def decoder_threads(self, workers: int = 1, local: bool = True) -> int:
-        """FFmpeg decoding threads of a render task: 1 (no frame threads) when the task's own thread and
-        its :meth:`helper_threads` (encoding and scoring, the heavy part) already fill the cores it may
-        use, and with ``clips.threads`` 0 (one thread for everything); else 0, FFmpeg's choice. Frame
-        threads cost 1.3-1.6x the CPU time of one thread per decoded frame (measured at 360p and 720p),
-        which only pays off on idle cores.
-        An explicit ``clips.decoder_threads`` wins."""
-        if self.clips.decoder_threads is not None:
-            return int(self.clips.decoder_threads)
-        helpers = self.helper_threads(workers, local)
-        if helpers == 0:
-            return 1
-        share = _usable_cores() // max(1, workers) if local else 1
-        return 1 if helpers + 1 > share else 0
 
     def config_hash(self) -> str:
         """Hash of everything that changes the output (not of network/cookie settings)."""

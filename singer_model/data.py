@@ -123,9 +123,9 @@ class FaceLandmarker:
     """mediapipe face mesh (model shipped in the mediapipe 0.10.21 wheel) -> ``(468, 2)`` pixel points."""
 
     def __init__(self) -> None:
-        from shv_toolkit.stages.filters import _face_mesh_model_path
+        from shv_toolkit.stages.filters import face_mesh_model_path
 
-        _face_mesh_model_path()
+        face_mesh_model_path()
         from shv_toolkit.core.mediapipe_import import import_mediapipe
 
         self._mesh = import_mediapipe().solutions.face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1,

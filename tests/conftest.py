@@ -31,8 +31,8 @@ def checkpoint_keys() -> Path:
 @pytest.fixture(scope="session")
 def sample_build(tmp_path_factory):
     """The bundled real sample built once per session with default settings: (out_dir, summary)."""
+    from shv_toolkit.build import run_build
     from shv_toolkit.config import BuildConfig
-    from shv_toolkit.pipeline import run_build
 
     out = tmp_path_factory.mktemp("sample_build")
     summary = run_build(REPO / "manifests" / "sample" / "urls.txt", out, BuildConfig(), progress=False)

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from shv_toolkit.config import FilterConfig
 from shv_toolkit.core.errors import ShvError
-from shv_toolkit.stages.filters import RULES, SCORE_DESCRIPTIONS, SCORE_NAMES
+from shv_toolkit.manifest.scores import RULES, SCORE_DESCRIPTIONS, SCORE_NAMES
 
 SCHEMA_VERSION = "1.1"
 SPLITS = ("train", "test")

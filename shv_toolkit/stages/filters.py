@@ -31,8 +31,12 @@ vocal_activity     share of 20 ms frames whose voice-band energy is above the ac
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import queue
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,61 +47,9 @@ import numpy as np
 from shv_toolkit.config import FilterConfig
 from shv_toolkit.core.errors import MissingWeightsError
 from shv_toolkit.core.mediapipe_import import import_mediapipe
+from shv_toolkit.manifest.scores import RULES, SCORE_NAMES
 
 log = logging.getLogger(__name__)
-
-#: Score names in the order :func:`decide` checks them; ``score_<name>`` columns in the manifests.
-SCORE_NAMES: tuple[str, ...] = (
-    "face_presence",
-    "other_face_ratio",
-    "face_size_px",
-    "luminance",
-    "border_fraction",
-    "sharpness",
-    "motion",
-    "static_frame_share",
-    "yaw_deg",
-    "pitch_deg",
-    "loudness_db",
-    "vocal_activity",
-)
-
-#: One-line meaning of each score (used by the schema documentation).
-SCORE_DESCRIPTIONS: dict[str, str] = {
-    "face_presence": "share of frames in which the tracked face was detected (0..1; a frame the detector "
-                     "skipped (faces.detect_stride, keyframes) counts when the analysed frames on both sides "
-                     "detected it)",
-    "other_face_ratio": "95th percentile over frames of second-largest face area / tracked face area",
-    "face_size_px": "median tracked face box side in source pixels over frames with a detection",
-    "luminance": "mean grey level (0..255) of the central face region, black borders excluded",
-    "border_fraction": "share of the crop area covered by black bars (letterbox, pillarbox, padding)",
-    "sharpness": "variance of the Laplacian of the grey central face region at its source resolution",
-    "motion": "mean absolute difference of consecutive grey frames (0..255, 128x128 analysis size)",
-    "static_frame_share": "share of consecutive frame pairs that are nearly identical (frozen/slideshow)",
-    "yaw_deg": "median absolute head yaw in degrees over frames 0, `filters.pose_stride`, ... "
-               "(face-mesh landmarks + solvePnP)",
-    "pitch_deg": "median absolute head pitch in degrees over frames 0, `filters.pose_stride`, ... "
-                 "(face-mesh landmarks + solvePnP)",
-    "loudness_db": "RMS level in dBFS of the vocals stem when present, else of the mix (floor -120)",
-    "vocal_activity": "share of 20 ms frames whose 80-4000 Hz energy exceeds the activity threshold",
-}
-
-# (score, comparison, FilterConfig field); checked in this order, the first failure is the drop reason.
-RULES: tuple[tuple[str, str, str], ...] = (
-    ("face_presence", ">=", "min_face_presence"),
-    ("other_face_ratio", "<=", "max_other_face_ratio"),
-    ("face_size_px", ">=", "min_face_size_px"),
-    ("luminance", ">=", "min_luminance"),
-    ("luminance", "<=", "max_luminance"),
-    ("border_fraction", "<=", "max_border_fraction"),
-    ("sharpness", ">=", "min_sharpness"),
-    ("motion", ">=", "min_motion"),
-    ("static_frame_share", "<=", "max_static_frame_share"),
-    ("yaw_deg", "<=", "max_abs_yaw_deg"),
-    ("pitch_deg", "<=", "max_abs_pitch_deg"),
-    ("loudness_db", ">=", "min_loudness_db"),
-    ("vocal_activity", ">=", "min_vocal_activity"),
-)
 
 LOUDNESS_FLOOR_DB = -120.0
 _EPS = 1e-12
@@ -151,7 +103,7 @@ _MODEL_POINTS = np.array(
 _MESH_IDS = (1, 152, 33, 263, 61, 291)
 
 
-def _face_mesh_model_path() -> Path:
+def face_mesh_model_path() -> Path:
     path = Path(import_mediapipe().__file__).parent / "modules" / "face_landmark" / "face_landmark.tflite"
     if not path.is_file():
         raise MissingWeightsError(
@@ -196,7 +148,7 @@ class PoseEstimator:
     """
 
     def __init__(self, min_detection_confidence: float = 0.5) -> None:
-        _face_mesh_model_path()  # clear error before mediapipe fails obscurely
+        face_mesh_model_path()  # clear error before mediapipe fails obscurely
         self._mesh = import_mediapipe().solutions.face_mesh.FaceMesh(
             static_image_mode=True,  # sampled frames are not consecutive: detect on each
             max_num_faces=1,
@@ -490,3 +442,78 @@ def decide(scores: dict[str, float], cfg: FilterConfig) -> tuple[bool, str | Non
         if op == "<=" and not v <= thr:
             return False, f"{name}={_fmt(v)}>{_fmt(float(thr))}"
     return True, None
+
+
+# ------------------------------------------------------------------------------------ in a build
+
+
+class ModelPool:
+    """Instances of a model for concurrent threads: :meth:`borrow` lends a free one, or makes one
+    with ``make()`` when all are in use; :meth:`close` closes them all."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+        self._free: queue.SimpleQueue = queue.SimpleQueue()
+        self._all: list[Any] = []
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def borrow(self) -> Iterator[Any]:
+        try:
+            obj = self._free.get_nowait()
+        except queue.Empty:
+            obj = self._make()
+            with self._lock:
+                self._all.append(obj)
+        try:
+            yield obj
+        finally:
+            self._free.put(obj)
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def close(self) -> None:
+        with self._lock:
+            objs, self._all = self._all, []
+        self._free = queue.SimpleQueue()
+        for obj in objs:
+            obj.close()
+
+
+_POSE_POOL: list[ModelPool] = []
+
+
+def pose_pool() -> ModelPool:
+    """This process's face-mesh pose estimators, one per thread using one at a time (a mediapipe
+    graph takes one frame at a time); kept until :func:`close_pose_pool`."""
+    if not _POSE_POOL:
+        _POSE_POOL.append(ModelPool(PoseEstimator))
+    return _POSE_POOL[0]
+
+
+def close_pose_pool() -> None:
+    if _POSE_POOL:
+        _POSE_POOL.pop().close()
+
+
+class ClipScorer:
+    """The per-clip step of a render: :func:`score_clip` and :func:`decide` on a finished clip, with
+    a pose estimator borrowed from ``poses``. A crop the crop stage refused (``crop_ok`` False) is
+    dropped for that reason unless the mode is score-only. Thread-safe."""
+
+    def __init__(self, cfg: FilterConfig, crop_scale: float, poses: ModelPool | None = None) -> None:
+        self.cfg, self.crop_scale = cfg, crop_scale
+        self.poses = poses if poses is not None else pose_pool()
+
+    def __call__(self, spec: Any, frames: Any, audio: np.ndarray | None,
+                 vocals: np.ndarray | None) -> dict[str, Any]:
+        """``spec``: the clip's :class:`~shv_toolkit.stages.clips.ClipSpec`; ``frames``: its
+        :class:`~shv_toolkit.stages.clips.ClipFrames`. Returns ``{"scores", "keep", "drop_reason"}``."""
+        stats = FaceStats(spec.detected, spec.face_side_px, spec.other_face_ratio, crop_scale=self.crop_scale)
+        with self.poses.borrow() as pose:
+            scores = score_clip(frames, audio, vocals, stats, self.cfg, pose, grey=frames.grey)
+        keep, reason = decide(scores, self.cfg)
+        if not spec.crop_ok and self.cfg.mode != "score-only":
+            keep, reason = False, spec.crop_reason
+        return {"scores": scores, "keep": keep, "drop_reason": reason}

@@ -25,13 +25,16 @@ Every separator returns mono ``float32`` vocals at :data:`OUTPUT_RATE` (16 kHz).
 
 from __future__ import annotations
 
+import contextlib
 import fractions
 import hashlib
 import importlib.util
 import logging
 import os
 import pickle  # noqa: S403  (only for its exception class)
+import random
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -444,3 +447,87 @@ def make_separator(cfg: VocalsConfig, progress: bool = True, threads: int = 1) -
         log.info("vocals: %s (%s)", sep.name, sep.version)
         return sep
     raise ValueError(f"unknown vocals backend {backend!r}")
+
+
+# ----------------------------------------------------------------------------- clip spans of a source
+
+#: rate of the mono mix a build caches for separation (a separator may declare another ``input_rate``)
+MIX_RATE = 44100
+#: torch intra-op threads during separation, the same on every engine and worker count
+SEPARATION_THREADS = 1
+
+
+class AudioWindow:
+    """Read-only 1-D signal of ``length`` samples, zero except ``data`` at ``offset``: the vocals of
+    some clips of a source without allocating the whole source (supports ``len`` and slices)."""
+
+    def __init__(self, length: int, offset: int, data: np.ndarray) -> None:
+        self.length, self.offset, self.data = int(length), int(offset), data
+        self.shape = (self.length,)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        if not isinstance(key, slice):
+            raise TypeError("AudioWindow supports slices only")
+        start, stop, step = key.indices(self.length)
+        if step != 1:
+            raise ValueError("AudioWindow supports step 1 only")
+        out = np.zeros(max(0, stop - start), np.float32)
+        a, b = max(start, self.offset), min(stop, self.offset + len(self.data))
+        if b > a:
+            out[a - start:b - start] = self.data[a - self.offset:b - self.offset]
+        return out
+
+
+@contextlib.contextmanager
+def deterministic_separation(seed: int) -> Iterator[None]:
+    """Same vocals on every engine: fixed torch intra-op threads (float reductions can depend on
+    the thread count) and seeded RNGs (demucs's random shifts use ``random``)."""
+    threads = torch.get_num_threads()
+    state = random.getstate()
+    torch.set_num_threads(SEPARATION_THREADS)
+    random.seed(seed)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            yield
+    finally:
+        random.setstate(state)
+        torch.set_num_threads(threads)
+
+
+def merge_spans(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Overlapping or touching ``[start, end)`` spans merged, in order."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted(spans):
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def separate_spans(separator: Separator, mix: np.ndarray, rate: int, spans: list[tuple[int, int]],
+                   fps: float, n_out: int, seed_key: str, out_rate: int = OUTPUT_RATE) -> AudioWindow:
+    """Vocals of ``mix`` (mono at ``rate``) over the frame spans ``[f0, f1)`` only, silence elsewhere,
+    as an :class:`AudioWindow` of ``n_out`` samples at ``out_rate``. Each merged span is separated
+    on its own under :func:`deterministic_separation`, seeded from ``seed_key`` and the span, so the
+    result does not depend on which other spans are separated or where."""
+    merged = merge_spans(spans)
+    w0 = min(n_out, int(round(merged[0][0] / fps * out_rate)))
+    w1 = min(n_out, int(round(merged[-1][1] / fps * out_rate)) + out_rate)
+    buf = np.zeros(max(0, w1 - w0), np.float32)
+    for f0, f1 in merged:
+        t0, t1 = f0 / fps, f1 / fps
+        seg = np.asarray(mix[int(round(t0 * rate)):int(round(t1 * rate))], dtype=np.float32)
+        if seg.size == 0:
+            continue
+        seed = int(hashlib.sha256(f"{seed_key}:{f0}:{f1}".encode()).hexdigest()[:8], 16)
+        with deterministic_separation(seed):
+            v = np.asarray(separator.separate(seg[None, :], rate), dtype=np.float32).reshape(-1)
+        i0 = int(round(t0 * out_rate)) - w0
+        n = max(0, min(v.shape[0], len(buf) - i0))
+        buf[i0:i0 + n] = v[:n]
+    return AudioWindow(n_out, w0, buf)

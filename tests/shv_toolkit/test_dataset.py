@@ -16,7 +16,7 @@ from shv_toolkit.core.errors import MediaError
 from shv_toolkit.dataset import SHVDataset
 from shv_toolkit.manifest.io import write_manifests
 from shv_toolkit.manifest.schema import empty_row
-from shv_toolkit.stages.filters import SCORE_NAMES
+from shv_toolkit.manifest.scores import SCORE_NAMES
 
 SR, FPS, SIZE, N = 16000, 25.0, 96, 50
 

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from shv_toolkit.build import run_build
 from shv_toolkit.config import BuildConfig
 from shv_toolkit.core import media
-from shv_toolkit.pipeline import run_build
 from tests.shv_toolkit.av_writers import write_av
 
 SECONDS = 2.4  # one 2 s clip per usable source

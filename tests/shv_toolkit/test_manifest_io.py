@@ -18,7 +18,7 @@ import pytest
 from shv_toolkit.core.atomic import atomic_path
 from shv_toolkit.manifest import io as mio
 from shv_toolkit.manifest.schema import SCHEMA_VERSION, SchemaError, empty_row
-from shv_toolkit.stages.filters import SCORE_NAMES
+from shv_toolkit.manifest.scores import SCORE_NAMES
 
 HASH, VERSION = "cfg0123456789abc", "0.1.0"
 

@@ -111,8 +111,9 @@ def test_one_core_build_is_identical_to_the_threaded_default(sample_build, tmp_p
     thread) write the same manifests and byte-identical clips; OpenCV's own thread count is put back."""
     import cv2
 
+    from shv_toolkit.build import processor, run_build
     from shv_toolkit.config import BuildConfig
-    from shv_toolkit.pipeline import _MODELS, run_build
+    from shv_toolkit.stages import filters
 
     ref_out, _ = sample_build
     ref = _tables(ref_out)
@@ -120,7 +121,8 @@ def test_one_core_build_is_identical_to_the_threaded_default(sample_build, tmp_p
     cfg.clips.threads = 0
     cv2_threads = cv2.getNumThreads()
     run_build(REPO / "manifests/sample/urls.txt", tmp_path, cfg, progress=False)
-    assert cv2.getNumThreads() == cv2_threads and not _MODELS
+    assert cv2.getNumThreads() == cv2_threads
+    assert not processor._PROCESSORS and not processor._SEPARATORS and not filters._POSE_POOL
     got = _tables(tmp_path)
     for name in MANIFESTS:
         pd.testing.assert_frame_equal(ref[name].drop(columns=["local_path"], errors="ignore"),
@@ -129,7 +131,7 @@ def test_one_core_build_is_identical_to_the_threaded_default(sample_build, tmp_p
 
 
 def test_model_pool_lends_one_instance_per_concurrent_user():
-    from shv_toolkit.pipeline import _ModelPool
+    from shv_toolkit.stages.filters import ModelPool
 
     class Model:
         closed = 0
@@ -137,7 +139,7 @@ def test_model_pool_lends_one_instance_per_concurrent_user():
         def close(self):
             Model.closed += 1
 
-    pool = _ModelPool(Model)
+    pool = ModelPool(Model)
     with pool.borrow() as a, pool.borrow() as b:
         assert a is not b and len(pool) == 2
     with pool.borrow() as c:  # a free one is reused
@@ -256,9 +258,9 @@ def test_usage_errors_exit_2(tmp_path):
                      "faces:\n  keyframe_agree_iou: 0\n"):
         cfg.write_text(bad_yaml)
         assert cli_main(["--urls", str(lst), "--out", str(tmp_path / "o"), "--config", str(cfg)]) == 2
+    from shv_toolkit.build import run_build
     from shv_toolkit.config import BuildConfig
     from shv_toolkit.core.errors import UsageError
-    from shv_toolkit.pipeline import run_build
 
     odd = BuildConfig()
     odd.clips.size = 511

@@ -10,7 +10,7 @@ import pytest
 
 from shv_toolkit.manifest import schema as sch
 from shv_toolkit.manifest.schema import SchemaError, empty_row, validate_rows
-from shv_toolkit.stages.filters import SCORE_NAMES
+from shv_toolkit.manifest.scores import SCORE_NAMES
 
 REQUIRED_SOURCES = [
     "source_id", "url", "kind", "local_path", "title", "uploader", "channel", "duration_s", "fps", "width",

@@ -24,9 +24,8 @@ def make_engine(name: str, workers: int = 1, ray_address: str | None = None, *, 
     (ray without ``ray_address``). ``ray_address``: ``"auto"`` or ``"host:port"`` of a running Ray
     cluster (ray only). ``max_retries``: reruns of a task whose worker process died. ``log_level``:
     lowest level of worker log records forwarded to the driver (default INFO).
-    Other ``options`` go to the engine class (ray: ``num_gpus``, ``object_store_memory``)."""
-    if workers < 1:
-        raise UsageError(f"workers must be >= 1, got {workers}")
+    Other ``options`` go to the engine class (ray: ``num_gpus``, ``object_store_memory``).
+    Every bad setting (workers < 1, an address without ray, unknown options) raises UsageError here."""
     if name == "local":
         if ray_address:
             raise UsageError("--ray-address needs --engine ray")

@@ -36,6 +36,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from shv_toolkit.core.errors import UsageError
+
 log = logging.getLogger(__name__)
 
 FAULT_ENV = "SHV_FAULT_KILL"
@@ -89,6 +91,14 @@ class TaskOutput:
     result: Any
     logs: list[dict[str, Any]]
     pid: int
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def forwarded_env() -> dict[str, str]:
@@ -182,8 +192,8 @@ class Engine(ABC):
     in_process: bool = False
 
     def __init__(self, workers: int = 1, max_retries: int = 2, log_level: int | None = None) -> None:
-        if workers < 1:
-            raise ValueError(f"workers must be >= 1, got {workers}")
+        if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+            raise UsageError(f"workers must be an integer >= 1, got {workers!r}")
         if max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         self.workers = int(workers)
@@ -197,6 +207,11 @@ class Engine(ABC):
     def capacity(self) -> int:
         """How many tasks can run at once (used by callers to throttle submissions)."""
         return self.workers
+
+    @property
+    def cores_per_task(self) -> int:
+        """CPU cores one task may keep busy with threads of its own (the engine's thread policy)."""
+        return 1
 
     @property
     def gpus(self) -> int | None:

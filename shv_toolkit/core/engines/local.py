@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 
-from shv_toolkit.core.engines.base import Engine, Task, TaskDone, run_task
+from shv_toolkit.core.engines.base import Engine, Task, TaskDone, run_task, usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,11 @@ class LocalEngine(Engine):
 
     def pending(self) -> int:
         return len(self._queue) + len(self._running)
+
+    @property
+    def cores_per_task(self) -> int:
+        """The usable cores shared out among the worker processes (at least 1)."""
+        return max(1, usable_cores() // self.workers)
 
     def describe(self) -> str:
         if self.workers == 1:

@@ -92,6 +92,11 @@ class RayEngine(Engine):
         return max(1, int(self._ray.cluster_resources().get("CPU", self.workers)))
 
     @property
+    def cores_per_task(self) -> int:
+        """1: Ray runs one task per CPU it schedules, so a task's own threads would overbook it."""
+        return 1
+
+    @property
     def gpus(self) -> int:
         return int(self._ray.cluster_resources().get("GPU", 0))
 

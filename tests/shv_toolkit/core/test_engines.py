@@ -19,11 +19,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from shv_toolkit.build import BuildLayout, run_build
 from shv_toolkit.cli import main as cli_main
 from shv_toolkit.core.engines import WorkerLostError, make_engine
 from shv_toolkit.core.engines.base import FAULT_ENV, FAULT_MATCH_ENV, FAULT_TIMES_ENV
 from shv_toolkit.core.errors import UsageError
-from shv_toolkit.pipeline import BuildLayout, run_build
 
 from ..conftest import REPO
 
@@ -226,11 +226,13 @@ def test_local_workers_and_ray_build_identical_manifests(reference, two_sources,
 def test_helper_threads_never_make_tasks_unschedulable(reference, two_sources, ray_engine, tmp_path, monkeypatch):
     """Helper threads are not CPUs a task asks Ray for: with more threads per task than the instance
     has CPUs the build still runs, identical to the reference. On Ray, auto is one helper thread."""
+    from shv_toolkit.build.driver import Driver
+    from shv_toolkit.build.units import TaskThreads
     from shv_toolkit.config import BuildConfig
-    from shv_toolkit.pipeline import _Driver
 
-    driver = _Driver(BuildLayout(tmp_path / "d"), BuildConfig(), ray_engine, GROUP, progress=False)
-    assert driver.helper_threads == 1 and driver.render_fn.cfg.clips.threads == 1
+    driver = Driver(BuildLayout(tmp_path / "d"), BuildConfig(), ray_engine, GROUP, progress=False)
+    assert driver.threads == TaskThreads(helpers=1, decoder=1) and driver.render_fn.threads.helpers == 1
+    assert driver.render_fn.resources.cpus == 1 and driver.analyse_fn.resources.cpus == 1
     cfg = BuildConfig()
     cfg.clips.threads = 3  # the private instance has 2 CPUs
     asked = []
