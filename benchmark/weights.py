@@ -7,20 +7,12 @@ mismatching file raises :class:`MissingWeightsError` naming the file, what it is
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from shv_toolkit.core.errors import MissingWeightsError
-
-
-def sha256_of(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+from shv_toolkit.core.hashing import sha256_file
 
 
 @dataclass(frozen=True)
@@ -58,7 +50,7 @@ def resolve(spec: WeightSpec, explicit: str | os.PathLike | None = None, verify:
     for p in tried:
         if p.is_file():
             if verify and spec.sha256:
-                got = sha256_of(p)
+                got = sha256_file(p)
                 if got != spec.sha256:
                     raise MissingWeightsError(
                         f"{spec.description}: {p} has SHA-256 {got[:16]}..., expected {spec.sha256[:16]}... "

@@ -14,8 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.methods import METHODS, register
-from benchmark.methods.base import ClipInput, Method, MethodUnavailableError, MissingVideoError, file_sha256
+from benchmark.methods.base import ClipInput, Method, MethodUnavailableError, MissingVideoError
 from shv_toolkit.core.errors import UsageError
+from shv_toolkit.core.hashing import sha256_file
 
 
 @register
@@ -65,7 +66,7 @@ class External(Method):
         path = self.index.get(clip_id)
         if path is None:
             return {"video": None}
-        return {"video": path.name, "sha256": file_sha256(path)}
+        return {"video": path.name, "sha256": sha256_file(path)}
 
     def input_notes(self, clip_ids: list[str]) -> dict[str, list[str]]:
         extra = sorted(set(self.index) - set(clip_ids))

@@ -42,8 +42,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmark.weights import WeightSpec, resolve, sha256_of
+from benchmark.weights import WeightSpec, resolve
 from shv_toolkit.core.errors import MissingWeightsError
+from shv_toolkit.core.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -511,7 +512,7 @@ class StyleganVI3DExtractor:
 
     def __post_init__(self) -> None:
         p = resolve(STYLEGAN_V_I3D, self.path)
-        self.weights_sha256 = sha256_of(p)
+        self.weights_sha256 = sha256_file(p)
         self.detector = torch.jit.load(str(p), map_location=self.device).eval()
 
     @torch.no_grad()

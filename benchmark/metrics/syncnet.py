@@ -26,8 +26,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from benchmark.weights import WeightSpec, resolve, sha256_of
+from benchmark.weights import WeightSpec, resolve
 from shv_toolkit.core.errors import MissingWeightsError
+from shv_toolkit.core.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -182,6 +183,6 @@ def load_syncnet(
     model = SyncNet()
     load_state_dict_into(model, _clean_state_dict(obj, found), str(found))
     model.eval().to(device)
-    digest = sha256_of(found)
+    digest = sha256_file(found)
     log.info("loaded SyncNet weights %s (sha256 %s)", found, digest[:12])
     return model, found, digest

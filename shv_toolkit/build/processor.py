@@ -18,7 +18,15 @@ import numpy as np
 
 from shv_toolkit.build.layout import BuildLayout
 from shv_toolkit.build.rows import clip_row, fill_from_record, one_line, source_row
-from shv_toolkit.build.units import GROUP_CLIPS, ClipGroup, GroupResult, PlannedSource, SourceResult, TaskThreads, plan_groups
+from shv_toolkit.build.units import (
+    GROUP_CLIPS,
+    ClipGroup,
+    GroupResult,
+    PlannedSource,
+    SourceResult,
+    TaskThreads,
+    plan_groups,
+)
 from shv_toolkit.config import BuildConfig
 from shv_toolkit.core import media
 from shv_toolkit.core.atomic import atomic_path

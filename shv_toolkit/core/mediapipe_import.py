@@ -1,23 +1,12 @@
 """Import mediapipe without paying for ``matplotlib.pyplot`` and the Tasks API at import time.
 
-``import mediapipe`` (0.10.21) runs ``mediapipe/python/solutions/drawing_utils.py``, whose first lines
-``import matplotlib.pyplot as plt`` for one plotting helper (``plot_landmarks``) that the toolkit never
-calls: 0.31-0.33 s of mediapipe's 0.47-0.54 s import on this machine (``python -X importtime``; numpy
-and OpenCV already loaded), paid by every build process before its first frame is analysed. It also
-imports the whole Tasks API (``mediapipe.tasks.python``: vision, text and audio tasks, the audio ones
-loading PortAudio through ``sounddevice``) although the toolkit uses only the legacy solutions.
-
-:func:`import_mediapipe` imports mediapipe with :class:`DeferredModule` placeholders standing in for
-``matplotlib``, ``matplotlib.pyplot``, ``mediapipe.tasks`` and ``mediapipe.tasks.python`` (only when
-mediapipe is not imported yet, and only for those not imported yet) and removes the placeholders from
-``sys.modules`` straight afterwards, so any later ``import matplotlib.pyplot`` or
-``import mediapipe.tasks.python`` gets the real module. mediapipe's ``drawing_utils.plt`` and
-``mediapipe.tasks`` keep the placeholder, which imports the real module on its first attribute access
-and forwards to it: ``plot_landmarks`` and ``mp.tasks.vision`` still work. mediapipe then imports in
-0.07-0.10 s instead of 0.47-0.54 s (0.15-0.16 s with the Tasks API; three fresh processes each).
-
-``importlib.util.LazyLoader`` cannot do this: the import system reads the module's ``__spec__`` while
-binding ``import a.b as c``, which makes a lazy module load at once.
+``import mediapipe`` (0.10.21) imports ``matplotlib.pyplot`` for a plotting helper and the whole Tasks
+API, neither used by the toolkit. :func:`import_mediapipe` imports it with :class:`DeferredModule`
+placeholders for ``matplotlib``, ``matplotlib.pyplot``, ``mediapipe.tasks`` and
+``mediapipe.tasks.python`` (those not imported yet) and removes them from ``sys.modules`` straight
+afterwards: later imports get the real modules, and mediapipe's own references load them on first
+attribute access. Import times: perf/RESULTS.md. (``importlib.util.LazyLoader`` cannot do this: the
+import system reads ``__spec__`` while binding ``import a.b as c``, which loads the module at once.)
 """
 
 from __future__ import annotations

@@ -47,6 +47,7 @@ from tqdm import tqdm
 from shv_toolkit.config import VocalsConfig
 from shv_toolkit.core import media
 from shv_toolkit.core.errors import MissingWeightsError
+from shv_toolkit.core.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +83,6 @@ class Separator(Protocol):
         ...
 
 
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def resample(x: np.ndarray, sr_from: int, sr_to: int) -> np.ndarray:

@@ -18,9 +18,10 @@ from benchmark.metrics.cpbd import cpbd_clip
 from benchmark.metrics.psnr import psnr_clip
 from benchmark.metrics.ssim import ssim_clip
 from benchmark.protocol import get_protocol
-from benchmark.weights import WeightSpec, resolve, sha256_of
+from benchmark.weights import WeightSpec, resolve
 from shv_toolkit.core import media
 from shv_toolkit.core.errors import MissingWeightsError
+from shv_toolkit.core.hashing import sha256_file
 
 PROTO = get_protocol("shv-v1")
 BASIC = ["ssim", "psnr", "cpbd"]
@@ -87,7 +88,7 @@ class HashedMean(PerClipMeanMetric):
         return float(np.abs(generated.frames.astype(int) - ground_truth.frames).mean())
 
     def extractor_hashes(self) -> dict[str, str]:
-        return {"weights": sha256_of(self.weight_file)}
+        return {"weights": sha256_file(self.weight_file)}
 
 
 class FailsOnClipB(PerClipMeanMetric):
@@ -108,7 +109,7 @@ def extra_metrics(monkeypatch, tmp_path):
     for name, cls in (("needs_weights", "NeedsWeights"), ("hashed", "HashedMean"), ("fails_on_b", "FailsOnClipB")):
         monkeypatch.setitem(METRICS, name, f"{__name__}:{cls}")
     monkeypatch.setitem(METRICS, "ghost", "benchmark.metrics.no_such_module:Ghost")
-    return sha256_of(w)
+    return sha256_file(w)
 
 
 def test_values_equal_direct_computation_on_decoded_clips(videos):

@@ -197,7 +197,7 @@ def test_torchscript_backend_through_the_metric(sets, tmp_path: Path) -> None:
         m.update(g, r)
     res = m.compute()
     assert res.extras["backend"] == "stylegan-v-torchscript"
-    assert res.extras["weights_sha256"] == i3d.sha256_of(path)
+    assert res.extras["weights_sha256"] == i3d.sha256_file(path)
     assert res.extras["n_windows_generated"] == 6 and res.value is not None and res.value > 0
     with pytest.raises(MissingWeightsError, match="i3d_torchscript.pt"):
         FVD(backend="stylegan-v-torchscript", weights=tmp_path / "absent" / "i3d_torchscript.pt")

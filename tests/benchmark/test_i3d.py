@@ -194,7 +194,7 @@ def test_stylegan_v_wrapper_call(fake_torchscript: Path) -> None:
     # uint8, rescale=True, resize=True, return_features=True, [B, C=3, T=16, H=40, W=50], contiguous
     np.testing.assert_array_equal(feats[:, :9], [[1, 1, 1, 1, 3, 16, 40, 50, 1]] * 2)
     np.testing.assert_array_equal(feats[:, 10:14], [[10, 20, 30, 10], [10, 20, 30, 99]])
-    assert ext.weights_sha256 == i3d.sha256_of(fake_torchscript)
+    assert ext.weights_sha256 == i3d.sha256_file(fake_torchscript)
 
 
 def test_stylegan_v_missing_file(tmp_path: Path, monkeypatch) -> None:

@@ -27,9 +27,9 @@ from benchmark.metrics.lse import (
     to_pcm16,
 )
 from benchmark.metrics.syncnet import SyncNet
-from benchmark.weights import sha256_of
 from shv_toolkit.core import media
 from shv_toolkit.core.errors import MissingWeightsError
+from shv_toolkit.core.hashing import sha256_file
 
 # python_speech_features 0.6 (PyPI sdist), mfcc(seg, 16000) with its defaults, where seg is
 # speech_two_speakers.wav (int16, 16 kHz) samples [126400, 128000): 9 frames, the last zero-padded.
@@ -296,8 +296,8 @@ def test_pipeline_on_real_face_and_speech(scored: LSE, weights_file: Path) -> No
     assert (d.name, d.higher_is_better, c.name, c.higher_is_better) == ("lse_d", False, "lse_c", True)
     assert d.value == pytest.approx(rec.lse_d) and c.value == pytest.approx(rec.lse_c)
     assert d.per_clip == {"franck": rec.lse_d} and c.n_clips == 1
-    assert d.extras["weights_sha256"] == sha256_of(weights_file)
-    assert scored.extractor_hashes() == {"syncnet_v2": sha256_of(weights_file)}
+    assert d.extras["weights_sha256"] == sha256_file(weights_file)
+    assert scored.extractor_hashes() == {"syncnet_v2": sha256_file(weights_file)}
     assert d.extras["offsets"] == {"franck": rec.offset}
     assert scored.compute().name == "lse_d"
 

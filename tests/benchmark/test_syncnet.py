@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from benchmark.metrics.syncnet import SYNCNET_WEIGHTS, SyncNet, load_syncnet
-from benchmark.weights import sha256_of
 from shv_toolkit.core.errors import MissingWeightsError
+from shv_toolkit.core.hashing import sha256_file
 
 
 @pytest.fixture(autouse=True)
@@ -70,7 +70,7 @@ def test_weights_round_trip(tmp_path: Path, random_model: SyncNet, legacy: bool)
     # the published file is a plain state dict written by torch.save (old, non-zip format)
     torch.save(random_model.state_dict(), path, _use_new_zipfile_serialization=not legacy)
     loaded, found, digest = load_syncnet(path)
-    assert found == path and digest == sha256_of(path)
+    assert found == path and digest == sha256_file(path)
     assert not loaded.training
     ref_sd, got_sd = random_model.state_dict(), loaded.state_dict()
     for k, v in ref_sd.items():

@@ -15,6 +15,7 @@ import yaml
 from shv_toolkit.config import VocalsConfig
 from shv_toolkit.core import media
 from shv_toolkit.core.errors import MissingWeightsError
+from shv_toolkit.core.hashing import sha256_file
 from shv_toolkit.stages import vocals as V
 
 SR = 44100
@@ -155,7 +156,7 @@ def test_spleeter_hashes_match_installed_wheel() -> None:
     files = V.verify_spleeter_weights(V.spleeter_checkpoint_dir())
     assert set(files) == {"testcheckpoint0.ckpt", "testcheckpoint1.ckpt"}
     for name, p in files.items():
-        assert V.sha256_file(p) == V.SPLEETER_SHA256[name]
+        assert sha256_file(p) == V.SPLEETER_SHA256[name]
 
 
 # ------------------------------------------------------------------------------------------- demucs
@@ -189,7 +190,7 @@ def test_demucs_local_round_trip(demucs_dir: tuple[Path, torch.nn.Module], falco
     sep = V.make_separator(cfg, progress=False)
     assert isinstance(sep, V.DemucsSeparator) and isinstance(sep, V.Separator)
     assert (sep.input_rate, sep.input_channels) == (44100, 2)
-    assert sep.name == "demucs:tiny_bag" and "sha256:" + V.sha256_file(th)[:12] in sep.version
+    assert sep.name == "demucs:tiny_bag" and "sha256:" + sha256_file(th)[:12] in sep.version
     loaded = sep.model.models[0]
     assert type(loaded).__name__ == "HTDemucs" and list(sep.model.sources) == SOURCES
     ref_state = original.state_dict()
@@ -266,3 +267,41 @@ def test_resample_matches_polyphase_on_real_singing(shared_media):
     assert stereo.shape == (2, len(up)) and np.array_equal(stereo[0], up)
     np.testing.assert_allclose(stereo[1], 0.5 * up, atol=1e-6)
     assert np.array_equal(V.resample(voice, 16000, 16000), voice)
+
+
+# ----------------------------------------------------------------------------- clip spans of a source
+
+
+class _NoisySeparator:
+    """Output depends on the RNG state: shows which seed each span was separated with."""
+
+    name, version, input_rate, input_channels = "noisy", "0", 16000, 1
+
+    def separate(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        return (audio[0] + torch.rand(audio.shape[1]).numpy() * 1e-3).astype(np.float32)
+
+
+def test_merge_spans_and_audio_window():
+    assert V.merge_spans([(50, 100), (0, 50), (120, 170), (160, 200)]) == [(0, 100), (120, 200)]
+    w = V.AudioWindow(10, 3, np.arange(1, 5, dtype=np.float32))
+    assert len(w) == 10
+    assert w[0:10].tolist() == [0, 0, 0, 1, 2, 3, 4, 0, 0, 0] and w[5:6].tolist() == [3]
+    with pytest.raises(TypeError):
+        w[3]
+
+
+def test_separate_spans_depends_only_on_the_span(shared_media):
+    """A span's vocals are the same whichever other spans are separated with it, silence elsewhere,
+    and the caller's RNG state and torch threads are left as they were."""
+    mix = media.read_audio(shared_media / "lena.wav", sample_rate=16000)[: 16000 * 8]
+    sep, n = _NoisySeparator(), len(mix)
+    both = V.separate_spans(sep, mix, 16000, [(0, 50), (100, 150)], 25.0, n, "src-x")
+    threads = torch.get_num_threads()
+    state = torch.get_rng_state()
+    alone = V.separate_spans(sep, mix, 16000, [(100, 150)], 25.0, n, "src-x")
+    assert torch.equal(state, torch.get_rng_state()) and torch.get_num_threads() == threads
+    np.testing.assert_array_equal(both[64000:96000], alone[64000:96000])
+    assert not both[32000:64000].any()  # between the spans: silence
+    assert np.abs(both[0:32000] - mix[0:32000]).max() < 2e-3
+    other = V.separate_spans(sep, mix, 16000, [(100, 150)], 25.0, n, "src-y")
+    assert not np.array_equal(other[64000:96000], alone[64000:96000])  # the seed follows the source

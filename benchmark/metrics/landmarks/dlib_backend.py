@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmark.metrics.landmarks import LandmarkBackend, check_frame
-from benchmark.weights import WeightSpec, resolve, sha256_of
+from benchmark.weights import WeightSpec, resolve
+from shv_toolkit.core.hashing import sha256_file
 
 DLIB68 = WeightSpec(
     name="dlib_shape_predictor_68",
@@ -46,7 +47,7 @@ class DlibBackend(LandmarkBackend):
 
         self.config = DlibConfig(upsample=upsample, weights=weights)
         self.path = resolve(DLIB68, weights)
-        self._sha = DLIB68.sha256 or sha256_of(self.path)
+        self._sha = DLIB68.sha256 or sha256_file(self.path)
         self._detector = dlib.get_frontal_face_detector()
         self._predictor = dlib.shape_predictor(str(self.path))
 

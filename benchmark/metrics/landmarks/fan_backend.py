@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.metrics.landmarks import LandmarkBackend, check_frame
-from benchmark.weights import sha256_of
 from shv_toolkit.core.errors import MissingWeightsError
+from shv_toolkit.core.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class FanBackend(LandmarkBackend):
 
     def __init__(self) -> None:
         fan, s3fd = require_weights()
-        self._sha = hashlib.sha256(f"{sha256_of(fan)},{sha256_of(s3fd)}".encode()).hexdigest()
+        self._sha = hashlib.sha256(f"{sha256_file(fan)},{sha256_file(s3fd)}".encode()).hexdigest()
         import face_alignment
 
         self._fa = face_alignment.FaceAlignment(

@@ -44,8 +44,8 @@ from pathlib import Path
 import numpy as np
 
 from benchmark.metrics.landmarks import N_POINTS, LandmarkBackend, check_frame
-from benchmark.weights import sha256_of
 from shv_toolkit.core.errors import MissingWeightsError
+from shv_toolkit.core.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +93,7 @@ class MediaPipeBackend(LandmarkBackend):
 
     def __init__(self, min_detection_confidence: float = 0.5, min_tracking_confidence: float = 0.5) -> None:
         paths = _model_paths()
-        digests = ",".join(sha256_of(p) for p in paths)
+        digests = ",".join(sha256_file(p) for p in paths)
         self._sha = hashlib.sha256(digests.encode()).hexdigest()
         self.min_detection_confidence = min_detection_confidence
         self.min_tracking_confidence = min_tracking_confidence

@@ -24,8 +24,9 @@ from shv_toolkit.cli import main as cli_main
 from shv_toolkit.core.engines import WorkerLostError, make_engine
 from shv_toolkit.core.engines.base import FAULT_ENV, FAULT_MATCH_ENV, FAULT_TIMES_ENV
 from shv_toolkit.core.errors import UsageError
+from shv_toolkit.core.jsoncodec import decode
 
-from ..conftest import REPO
+from ...conftest import REPO
 
 MANIFESTS = ("sources", "clips", "train", "test")
 SAMPLE = REPO / "manifests" / "sample" / "input"
@@ -277,7 +278,7 @@ def test_resume_on_ray_runs_only_missing_work(reference, two_sources, ray_engine
         (out / f"{name}.parquet").unlink()
     # A: analysis and group 0 done, group 1 not (its marker and clip files gone)
     layout.result_file(sid_a).unlink()
-    group1 = json.loads(layout.group_file(sid_a, 1).read_text())["group"]["clips"]
+    group1 = decode(json.loads(layout.group_file(sid_a, 1).read_text())["group"]).clips
     layout.group_file(sid_a, 1).unlink()
     for c in group1:
         for col in ("video_path", "audio_path", "vocals_path"):

@@ -17,7 +17,7 @@ import pytest
 from shv_toolkit.cli import main as cli_main
 from shv_toolkit.core import media
 
-from ..conftest import REPO
+from ...conftest import REPO
 
 MANIFESTS = ("sources", "clips", "train", "test")
 
