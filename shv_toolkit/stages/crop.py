@@ -1,40 +1,9 @@
-"""THE definition of the SHV face crop (used by rendering, filters and the schema doc).
+"""THE definition of the SHV face crop, used by rendering, filters and the schema doc.
 
-Coordinates are continuous source-pixel coordinates of the displayed (rotation-applied) source
-frame of width ``W`` and height ``H``: x runs from 0 (left edge of the frame) to ``W`` (right
-edge), y from 0 (top) to ``H`` (bottom); pixel ``(i, j)`` covers ``[i, i+1) x [j, j+1)``.
-
-Definition of the crop of one frame, given the track's median-smoothed face box
-``(x0, y0, x1, y1)`` in normalised coordinates (see :mod:`shv_toolkit.stages.faces`):
-
-1. Face box in source pixels: ``bw = (x1 - x0) * W``, ``bh = (y1 - y0) * H``; centre
-   ``cx = (x0 + x1) / 2 * W``, ``cy = (y0 + y1) / 2 * H``.
-2. Face box side ``face_side = max(bw, bh)``.
-3. Crop square: centre ``(cx, cy)``, side ``side = face_side / crop_scale`` (crop_scale 0.8: the
-   face box side is 0.8 of the crop side). This is the :class:`CropBox` ``(cx, cy, side)``.
-4. Pixel rectangle actually cut, on the even grid of 4:2:0 chroma: ``n = max(2, 2 * round(side / 2))``
-   pixels square (even), top-left pixel ``(ox, oy) = (2 * floor((cx - n/2) / 2 + 0.5),
-   2 * floor((cy - n/2) / 2 + 0.5))`` (i.e. the even-cornered n x n square whose centre is nearest to
-   ``(cx, cy)``: within 1 pixel); pixels outside the frame are black (RGB 0, 0, 0). Even geometry keeps
-   4:2:0 chroma aligned with luma, so clips can be cut from the source's own planes (below); with
-   them, x264 spends 10 % less CPU time and writes 6 % fewer bytes than on the former RGB crops of
-   the 1-pixel grid (``perf/crop_encode_cost.py``, 30 clips of the real sample). The price: as the
-   smoothed box drifts, the crop moves in steps of 2 source pixels (half as often as with 1).
-5. The ``n x n`` square is resized to ``out_size x out_size`` (default 512) with OpenCV
-   ``INTER_AREA`` when shrinking (``n > out_size``), ``INTER_CUBIC`` when enlarging.
-
-Clips are cut from the source's own planes when it is 8-bit limited-range 4:2:0 shown as stored
-(:meth:`shv_toolkit.core.media.SourceFrame.yuv420`; most web video), with no RGB round trip
-(:func:`apply_crop_i420`): luma exactly as in steps 4-5 (outside the frame: Y 16), each chroma plane
-from the ``n/2 x n/2`` square at ``(ox/2, oy/2)`` (outside the frame: 128) resized the same way to
-``out_size / 2``. Other sources (10-bit, 4:2:2/4:4:4, full range, rotated, non-square pixels) are
-converted to RGB first (:func:`apply_crop`) and then to BT.601 4:2:0.
-
-Out of frame: ``pad_fraction`` = share of the ``n x n`` square's pixels outside the frame. For a
-clip, the recorded ``pad_fraction`` is the maximum over its frames. With ``out_of_frame = "pad"``
-a clip is accepted when that maximum is ``<= max_pad_fraction`` (default 0.25), otherwise it is
-rejected with reason ``crop_out_of_frame``; with ``out_of_frame = "reject"`` any padding
-(``pad_fraction > 0``) rejects the clip.
+A square centred on the smoothed face box, side = face box side / ``crop_scale`` (0.8), cut on the
+even pixel grid of 4:2:0 chroma (from the source's own planes when it is 8-bit limited-range 4:2:0,
+else through RGB), black outside the frame, resized to ``out_size``. A clip whose crops leave the frame
+by more than ``max_pad_fraction`` is rejected (``crop_out_of_frame``). Step by step: docs/crop.md.
 """
 
 from __future__ import annotations

