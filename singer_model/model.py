@@ -97,6 +97,7 @@ class SingerNet(nn.Module):
         motion_scale: tuple[float, float, float] | None = None,
         audio_tokens: torch.Tensor | None = None,
         reference_features: dict[str, torch.Tensor] | None = None,
+        keep_graph: bool = False,
     ) -> torch.Tensor:
         """Predict the noise (or v) for ``noisy_latents``.
 
@@ -105,8 +106,10 @@ class SingerNet(nn.Module):
         ``audio_features`` [B, F, window, layers, 768]; ``face_region_mask`` [B, 3, F, H, W] or
         [B, 3, H, W] (pixel resolution, FaceLocator input); ``full/face/lip_mask`` [B, F, h, w] at latent
         resolution (None = ones). ``uncond_img_fwd`` drops the reference (CFG), ``uncond_audio_fwd`` zeroes
-        the audio tokens (CFG). ``audio_tokens``/``reference_features`` reuse precomputed values (inference
-        loops). Returns [B, 4, F, h, w].
+        the audio tokens (CFG). ``keep_graph`` (training): the dropped branch is still computed and multiplied
+        by zero, so its trainable parameters get (zero) gradients instead of none, as DDP requires of every
+        step; the prediction is the same. ``audio_tokens``/``reference_features`` reuse precomputed values
+        (inference loops). Returns [B, 4, F, h, w].
         """
         identity = self.imageproj(face_emb)
         mask_fea = self.face_locator(face_region_mask) if face_region_mask is not None else None
@@ -115,13 +118,18 @@ class SingerNet(nn.Module):
         if audio_tokens is None:
             audio_tokens = self.encode_audio(audio_features, noisy_latents)
         if uncond_audio_fwd:
-            audio_tokens = torch.zeros_like(audio_tokens)
+            audio_tokens = audio_tokens * 0 if keep_graph else torch.zeros_like(audio_tokens)
+        ghost: torch.Tensor | None = None
         if uncond_img_fwd:
+            if keep_graph and ref_latents is not None and any(p.requires_grad for p in self.reference_unet.parameters()):
+                feats = self.reference_features(ref_latents, identity)
+                ghost = sum(f.sum() for f in feats.values()) * 0  # type: ignore[assignment]
             reference_features = None
         elif reference_features is None and ref_latents is not None:
             reference_features = self.reference_features(ref_latents, identity)
-        return self.denoising_unet(
+        out = self.denoising_unet(
             noisy_latents, timesteps, identity, audio_tokens,
             mask_cond_fea=mask_fea, full_mask=full_mask, face_mask=face_mask, lip_mask=lip_mask,
             reference_features=reference_features, motion_scale=motion_scale,
         )
+        return out if ghost is None else out + ghost

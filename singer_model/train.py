@@ -5,11 +5,17 @@ masks, identity embedding; keyed by clip id + config hash). Each step samples ``
 ``data.n_frames`` frames (reference = the clip's first frame; motion frames = the ``n_motion_frames``
 latents before the window, or the reference repeated with probability ``start_ratio`` / at the clip start,
 as Hallo), noises them with the training scheduler (Hallo: DDIM betas, ``scaled_linear``, zero terminal SNR,
-v-prediction), applies classifier-free-guidance dropout (reference+identity with ``uncond_img_ratio``,
-audio with ``uncond_audio_ratio``, both with ``uncond_ia_ratio``; Hallo's 0.05 each), optional noise offset
-and min-SNR-gamma loss weighting (Hang et al. 2023: ``min(SNR, gamma) / SNR`` for epsilon,
-``/ (SNR + 1)`` for v-prediction), and optimises only the parameters ``train.trainable`` names (everything
-else ``requires_grad=False``) with Adam(W).
+v-prediction), applies classifier-free-guidance dropout (:func:`cfg_dropout_case`; by default Hallo stage 2's
+two independent 5 % draws for the reference and the audio), optional noise offset and min-SNR-gamma loss
+weighting (Hang et al. 2023: ``min(SNR, gamma) / SNR`` for epsilon, ``/ (SNR + 1)`` for v-prediction), and
+optimises only the parameters ``train.trainable`` names (everything else ``requires_grad=False``) with Adam(W).
+
+Several processes (``torchrun`` / ``accelerate launch``; gloo on a host without GPU): the CFG dropout case of a
+step is a function of ``(seed, step)``, the same in every process, and a dropped branch is multiplied by zero
+rather than skipped, so every trainable parameter gets a gradient in every step and DDP's all-reduce never
+waits for a process that skipped one (``train.ddp_find_unused_parameters`` is the slower alternative). Each
+checkpoint checks that all processes hold bit-identical trainable weights (:class:`ReplicaDivergenceError`)
+and saves every process's RNG states.
 
 Output directory::
 
@@ -21,13 +27,14 @@ Output directory::
 
 Checkpoints are written atomically (shv_toolkit.core.atomic); the last ``keep_last`` are kept;
 ``--resume`` loads the newest complete one (weights, optimizer, LR schedule, RNG states, step), so a run
-killed at any point loses at most the steps since that checkpoint. RNG states are saved for the main
-process; other processes re-seed from ``(seed, step, rank)`` on resume.
+killed at any point loses at most the steps since that checkpoint. RNG states are saved for every
+process; a run resumed with another process count re-seeds the others from ``(seed, step, rank)``.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import logging
 import math
@@ -43,7 +50,7 @@ import torch
 import yaml
 
 from shv_toolkit.core.atomic import atomic_path, remove_partials
-from shv_toolkit.core.errors import MediaError, UsageError
+from shv_toolkit.core.errors import MediaError, ShvError, UsageError
 from shv_toolkit.core.jsoncodec import to_plain
 from singer_model.checkpoints import WeightPaths, load_pretrained
 from singer_model.data import (
@@ -83,7 +90,16 @@ class TrainSection:
     lr_warmup_steps: int = 1
     uncond_img_ratio: float = 0.05
     uncond_audio_ratio: float = 0.05
-    uncond_ia_ratio: float = 0.05
+    uncond_ia_ratio: float = 0.05  #: only used by cfg_dropout "buckets" (the release's config has it, its code not)
+    #: CFG dropout scheme (see :func:`cfg_dropout_case`): "release" = Hallo stage 2's code (two independent
+    #: draws; a dropped reference skips the reference UNet, the identity embedding stays); "buckets" = three
+    #: exclusive buckets (reference+identity / audio / both with uncond_img/audio/ia_ratio)
+    cfg_dropout: str = "release"
+    #: a dropped branch is multiplied by zero instead of skipped, so every trainable parameter is in every
+    #: step's autograd graph (needed by DDP unless ddp_find_unused_parameters)
+    cfg_keep_graph: bool = True
+    #: the other DDP fix: let DDP search each step's graph for parameters without gradients (slower)
+    ddp_find_unused_parameters: bool = False
     start_ratio: float = 0.05  #: probability of reference-as-motion-frames (a clip start)
     noise_offset: float = 0.05  #: 0 disables
     snr_gamma: float | None = 5.0  #: None disables min-SNR weighting
@@ -95,6 +111,34 @@ class TrainSection:
     val_frames: int = 32  #: frames generated per validation clip
     val_steps: int = 40
     seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.cfg_dropout not in CFG_DROPOUT_SCHEMES:
+            raise UsageError(f"train.cfg_dropout must be one of {CFG_DROPOUT_SCHEMES}, got {self.cfg_dropout!r}")
+        for name in ("uncond_img_ratio", "uncond_audio_ratio", "uncond_ia_ratio"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise UsageError(f"train.{name} must lie in [0, 1]")
+
+
+CFG_DROPOUT_SCHEMES = ("release", "buckets")
+#: separates the CFG dropout stream from every other stream drawn from the run's seed
+_CFG_STREAM = 0xCF6
+
+
+def cfg_dropout_case(tr: TrainSection, step: int) -> tuple[bool, bool]:
+    """``(drop reference, drop audio)`` for training step ``step`` (0-based).
+
+    A function of ``(seed, step)`` only: every DDP process draws the same case (so all take the same graph),
+    and a resumed run draws what the uninterrupted run drew. ``"release"`` (Hallo ``train_stage2.py``):
+    ``u < uncond_img_ratio`` and ``v < uncond_audio_ratio`` from two independent uniforms (0.05 each: 90.25 %
+    conditional, 4.75 % reference-only, 4.75 % audio-only, 0.25 % both dropped). ``"buckets"``: one uniform
+    split into exclusive buckets ``[0, ti)`` reference, ``[ti, ti+ta)`` audio, ``[ti+ta, ti+ta+tia)`` both.
+    """
+    u, v = np.random.default_rng([tr.seed, _CFG_STREAM, step]).random(2)
+    ti, ta, tia = tr.uncond_img_ratio, tr.uncond_audio_ratio, tr.uncond_ia_ratio
+    if tr.cfg_dropout == "release":
+        return bool(u < ti), bool(v < ta)
+    return bool(u < ti or ti + ta <= u < ti + ta + tia), bool(ti <= u < ti + ta + tia)
 
 
 @dataclass(frozen=True)
@@ -155,6 +199,10 @@ def _trainable_state(net: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p.detach().float().cpu().contiguous() for n, p in net.named_parameters() if p.requires_grad}
 
 
+class ReplicaDivergenceError(ShvError):
+    """The processes of a multi-process run hold different trainable weights (a synchronisation bug)."""
+
+
 @dataclass
 class TrainResult:
     step: int
@@ -176,8 +224,15 @@ class Trainer:
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.progress = progress
-        self.acc = Accelerator(mixed_precision=self.tr.mixed_precision,
-                               gradient_accumulation_steps=self.tr.gradient_accumulation_steps)
+        from accelerate.utils import DistributedDataParallelKwargs
+
+        ddp = DistributedDataParallelKwargs(find_unused_parameters=self.tr.ddp_find_unused_parameters)
+        self.acc = Accelerator(mixed_precision=self.tr.mixed_precision, cpu=_launched_without_accelerator(),
+                               gradient_accumulation_steps=self.tr.gradient_accumulation_steps,
+                               kwargs_handlers=[ddp])
+        if self.acc.num_processes > 1 and not (self.tr.cfg_keep_graph or self.tr.ddp_find_unused_parameters):
+            raise UsageError("with several processes, train.cfg_keep_graph or train.ddp_find_unused_parameters "
+                             "must be on (a CFG-dropped branch leaves parameters without gradients)")
         dev = self.acc.device
         mcfg = replace(model_config_from(cfg.model), gradient_checkpointing=self.tr.gradient_checkpointing)
         torch.manual_seed(self.tr.seed)
@@ -218,6 +273,8 @@ class Trainer:
         self.gen = torch.Generator("cpu").manual_seed(self.tr.seed * 1000 + self.acc.process_index)
         self.step = 0
         self.last_loss = math.nan
+        #: step of the newest checkpoint written or loaded (decides the final save identically in every process)
+        self.saved_step: int | None = None
 
     # ---------------------------------------------------------------- setup helpers
     def _init_weights(self, net: SingerNet) -> list[str]:
@@ -285,10 +342,7 @@ class Trainer:
             })
         b = {k: torch.stack([it[k] for it in items]) for k in items[0]}
         b["ref"] = b["ref"].flatten(0, 1)
-        r = self.rng.random()
-        ti, ta, tia = self.tr.uncond_img_ratio, self.tr.uncond_audio_ratio, self.tr.uncond_ia_ratio
-        b["uncond_img"] = bool(r < ti or ti + ta <= r < ti + ta + tia)
-        b["uncond_audio"] = bool(ti <= r < ti + ta + tia)
+        b["uncond_img"], b["uncond_audio"] = cfg_dropout_case(self.tr, self.step)
         bs = b["latents"].shape[0]
         noise = torch.randn(b["latents"].shape, generator=self.gen)
         if self.tr.noise_offset:
@@ -305,12 +359,13 @@ class Trainer:
         v_pred = sch.config.prediction_type == "v_prediction"
         target = sch.get_velocity(lat, noise, t) if v_pred else noise
         face_emb = b["face_emb"].to(dev)
-        if b["uncond_img"]:
-            face_emb = torch.zeros_like(face_emb)
+        if b["uncond_img"] and self.tr.cfg_dropout == "buckets":
+            face_emb = face_emb * 0  # the project's scheme drops the identity with the reference
         masks = b["masks"].to(dev)
         pred = self.net(noisy, t, b["ref"].to(dev), face_emb, b["audio"].to(dev), b["region"].to(dev),
                         masks[:, 0], masks[:, 1], masks[:, 2],
-                        uncond_img_fwd=b["uncond_img"], uncond_audio_fwd=b["uncond_audio"])
+                        uncond_img_fwd=b["uncond_img"], uncond_audio_fwd=b["uncond_audio"],
+                        keep_graph=self.tr.cfg_keep_graph)
         err = (pred.float() - target.float()).pow(2).mean(dim=(1, 2, 3, 4))
         if self.tr.snr_gamma is not None:
             ac = sch.alphas_cumprod.to(dev)[t]
@@ -346,10 +401,28 @@ class Trainer:
             "inference": dict(self.cfg.inference),
         }
 
+    def _replica_states(self, weights: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+        """Every process's weight digest and RNG states (a collective: all processes call it)."""
+        from accelerate.utils import gather_object
+
+        mine = {"digest": weights_digest(weights), "torch_cpu": torch.get_rng_state(),
+                "generator": self.gen.get_state(), "numpy_rng": self.rng.bit_generator.state}
+        states = gather_object([mine]) if self.acc.num_processes > 1 else [mine]
+        digests = [st["digest"] for st in states]
+        if len(set(digests)) > 1:
+            raise ReplicaDivergenceError(f"step {self.step}: the {len(digests)} processes hold different trainable "
+                                         f"weights (SHA-256 {', '.join(d[:12] for d in digests)})")
+        return states
+
     def save_checkpoint(self) -> Path | None:
+        """Write the checkpoint (main process) after checking that every process holds the same weights;
+        each process's RNG states are saved so that a resumed run continues every stream exactly."""
         from safetensors.torch import save_file
 
         self.acc.wait_for_everyone()
+        weights = _trainable_state(self.unwrapped)
+        states = self._replica_states(weights)
+        self.saved_step = self.step
         if not self.acc.is_main_process:
             return None
         root = self.out / "checkpoints"
@@ -357,14 +430,19 @@ class Trainer:
         final = root / f"{STEP_PREFIX}{self.step:08d}"
         cfg = self.inference_config(final)
         cfg["model"]["gradient_checkpointing"] = False
+        rng: dict[str, torch.Tensor] = {"torch_cpu": states[0]["torch_cpu"], "generator": states[0]["generator"]}
+        for r, st in enumerate(states[1:], 1):
+            rng[f"torch_cpu.rank{r}"] = st["torch_cpu"]
+            rng[f"generator.rank{r}"] = st["generator"]
         with atomic_path(final) as tmp:
             tmp.mkdir()
-            save_file(_trainable_state(self.unwrapped), str(tmp / "trainable.safetensors"))
+            save_file(weights, str(tmp / "trainable.safetensors"))
             torch.save(self.opt.state_dict(), tmp / "optimizer.pt")
-            save_file({"torch_cpu": torch.get_rng_state(), "generator": self.gen.get_state()},
-                      str(tmp / "rng.safetensors"))
+            save_file(rng, str(tmp / "rng.safetensors"))
             state = {"step": self.step, "last_loss": self.last_loss, "lr_scheduler": self.lr_sched.state_dict(),
-                     "numpy_rng": self.rng.bit_generator.state, "trainable": self.trainable_names}
+                     "numpy_rng": states[0]["numpy_rng"], "numpy_rng_ranks": [st["numpy_rng"] for st in states],
+                     "world_size": len(states), "weights_sha256": [st["digest"] for st in states],
+                     "trainable": self.trainable_names}
             (tmp / "state.json").write_text(json.dumps(to_plain(state)))
             (tmp / CONFIG_NAME).write_text(yaml.safe_dump(cfg, sort_keys=False))
         for old in list_checkpoints(self.out)[: -max(1, self.tr.keep_last)]:
@@ -373,6 +451,8 @@ class Trainer:
         return final
 
     def load_checkpoint(self, ckpt: Path) -> None:
+        """Weights, optimiser, LR schedule, step and this process's RNG states (re-seeded from
+        ``(seed, step, rank)`` when the checkpoint was written by a run with another process count)."""
         from safetensors.torch import load_file
 
         net = self.unwrapped
@@ -385,15 +465,21 @@ class Trainer:
         state = json.loads((ckpt / "state.json").read_text())
         self.lr_sched.load_state_dict(state["lr_scheduler"])
         self.step = int(state["step"])
+        self.saved_step = self.step
         self.last_loss = float(state.get("last_loss", math.nan))
-        if self.acc.is_main_process:
+        rank, world = self.acc.process_index, self.acc.num_processes
+        saved_world = int(state.get("world_size", 1))
+        if rank == 0 or saved_world == world:
             rng = load_file(str(ckpt / "rng.safetensors"))
-            torch.set_rng_state(rng["torch_cpu"])
-            self.gen.set_state(rng["generator"])
-            self.rng.bit_generator.state = state["numpy_rng"]
+            sfx = f".rank{rank}" if rank else ""
+            torch.set_rng_state(rng["torch_cpu" + sfx])
+            self.gen.set_state(rng["generator" + sfx])
+            self.rng.bit_generator.state = state.get("numpy_rng_ranks", [state["numpy_rng"]])[rank]
         else:
-            self.rng = np.random.default_rng([self.tr.seed, self.step, self.acc.process_index])
-            self.gen.manual_seed(self.tr.seed * 1000 + self.step * 7 + self.acc.process_index)
+            log.warning("%s was written by %d process(es), this run has %d: process %d re-seeds its data streams",
+                        ckpt, saved_world, world, rank)
+            self.rng = np.random.default_rng([self.tr.seed, self.step, rank])
+            self.gen.manual_seed(self.tr.seed * 1000 + self.step * 7 + rank)
         log.info("resumed from %s (step %d)", ckpt, self.step)
 
     # ---------------------------------------------------------------- validation
@@ -439,7 +525,6 @@ class Trainer:
 
         total = int(max_steps if max_steps is not None else self.tr.max_steps)
         writer = _tensorboard(self.out) if self.acc.is_main_process else None
-        last_ckpt: Path | None = None
         bar = tqdm(total=total, initial=self.step, desc="train", unit="step",
                    disable=not (self.progress and self.acc.is_main_process))
         while self.step < total:
@@ -453,7 +538,9 @@ class Trainer:
             sps = self.tr.batch_size * self.acc.num_processes / dt
             if self.acc.is_main_process:
                 _append_csv(self.out / "train_log.csv", {"step": self.step, "loss": loss, "lr": lr,
-                                                         "step_time_s": dt, "samples_per_s": sps})
+                                                         "step_time_s": dt, "samples_per_s": sps,
+                                                         "uncond_img": int(batch["uncond_img"]),
+                                                         "uncond_audio": int(batch["uncond_audio"])})
                 if writer is not None:
                     writer.add_scalar("loss", loss, self.step)
                     writer.add_scalar("lr", lr, self.step)
@@ -461,16 +548,36 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
             if self.tr.checkpoint_every and self.step % self.tr.checkpoint_every == 0:
-                last_ckpt = self.save_checkpoint() or last_ckpt
+                self.save_checkpoint()
             if self.tr.validate_every and self.step % self.tr.validate_every == 0 and self.acc.is_main_process:
                 res = self.validate()
                 log.info("validation at step %d: %s", self.step, res)
         bar.close()
-        if not list_checkpoints(self.out) or list_checkpoints(self.out)[-1].name != f"{STEP_PREFIX}{self.step:08d}":
-            last_ckpt = self.save_checkpoint() or last_ckpt
+        if self.saved_step != self.step:
+            self.save_checkpoint()
         if writer is not None:
             writer.close()
-        return TrainResult(self.step, self.last_loss, last_ckpt or (list_checkpoints(self.out) or [None])[-1])
+        self.acc.wait_for_everyone()  # the main process has written the last checkpoint
+        last = self.out / "checkpoints" / f"{STEP_PREFIX}{self.saved_step:08d}" if self.saved_step is not None else None
+        return TrainResult(self.step, self.last_loss, last)
+
+
+def _launched_without_accelerator() -> bool:
+    """True for a multi-process launch (torchrun / accelerate: ``WORLD_SIZE`` > 1) on a host without a GPU:
+    accelerate then needs ``cpu=True`` to join the processes over gloo; without it every process trains
+    alone (no gradient averaging) and all of them write the same checkpoints."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    return not torch.accelerator.is_available()
+
+
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 over the names and float32 bytes of ``state`` (sorted by name): equal digests = equal weights."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        h.update(name.encode())
+        h.update(state[name].detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _append_csv(path: Path, row: dict[str, Any]) -> None:

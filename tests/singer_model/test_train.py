@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from shv_toolkit.core.atomic import PARTIAL_MARK
 from singer_model.cli import train_main
 from singer_model.infer import load_pipeline
 from singer_model.tiny import build_tiny_assets
@@ -88,13 +89,13 @@ def test_resume_matches_uninterrupted_run_and_checkpoint_round_trip(tiny_cfg, ma
     assert res_a.step == 4
     b = _fresh(prepared, tmp_path / "b")
     train(cfg, manifest, b, max_steps=2, progress=False)  # "interrupted" after step 2
-    (b / "checkpoints" / ".tmp-step-00000003-999").mkdir()  # a checkpoint write killed half-way
+    (b / "checkpoints" / f".step-00000003{PARTIAL_MARK}999").mkdir()  # a checkpoint write killed half-way
     res_b = train(cfg, manifest, b, resume=True, max_steps=4, progress=False)
     la, lb = _losses(a), _losses(b)
     assert sorted(lb) == [1, 2, 3, 4]
     for s in (3, 4):
         assert lb[s] == pytest.approx(la[s], rel=1e-5, abs=1e-7), (s, la, lb)
-    assert not any(p.name.startswith(".tmp") for p in (b / "checkpoints").iterdir())
+    assert not any(PARTIAL_MARK in p.name for p in (b / "checkpoints").iterdir())
     names = [p.name for p in list_checkpoints(b)]
     assert names == ["step-00000002", "step-00000004"]
     # round trip: the final checkpoints of both runs hold the same trainable weights and state
