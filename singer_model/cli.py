@@ -71,8 +71,11 @@ def infer_main(argv: list[str] | None = None) -> int:
     p.add_argument("--audio", required=True, help="driving audio (any format; resampled to 16 kHz mono)")
     p.add_argument("--out", required=True, help="output .mp4")
     p.add_argument("--variant", default="singer", choices=("singer", "singer-no-msm", "singer-no-sfm", "singer-no-both"))
-    p.add_argument("--steps", type=int, default=40, help="DDIM steps (default 40)")
-    p.add_argument("--guidance-scale", type=float, default=3.5, help="classifier-free guidance (default 3.5)")
+    p.add_argument("--steps", type=int, help="DDIM steps (default: the checkpoint's inference.steps, else 40)")
+    p.add_argument("--guidance-scale", type=float,
+                   help="classifier-free guidance (default: the checkpoint's inference.guidance_scale, else 3.5)")
+    p.add_argument("--cfg-uncond", choices=("release", "drop_reference"),
+                   help="what the unconditional branch drops (singer_model.infer; default: the checkpoint's, else release)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fps", type=float, default=25.0)
     p.add_argument("--device", default="cpu")
@@ -92,7 +95,8 @@ def infer_main(argv: list[str] | None = None) -> int:
         audio = media.read_audio(args.audio, sample_rate=16000)
         frames = generate_video(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), audio, args.checkpoint, variant=args.variant,
                                 fps=args.fps, seed=args.seed, device=args.device, steps=args.steps,
-                                guidance_scale=args.guidance_scale, out=args.out, progress=True)
+                                guidance_scale=args.guidance_scale, out=args.out, progress=True,
+                                cfg_uncond=args.cfg_uncond)
     except ShvError as e:
         print(f"shv-infer: error: {e}", file=sys.stderr)
         return 1

@@ -9,7 +9,8 @@ Checkpoint directory (what :func:`load_pipeline` reads; ``shv-train`` writes eve
                              net:     list of state files loaded in order, later ones override earlier ones:
                                       native safetensors written by shv-train (base_net.safetensors,
                                       trainable.safetensors) or a published Hallo/SINGER net.pth
-                             scheduler: DDIMScheduler kwargs; inference: {steps, guidance_scale}
+                             scheduler: DDIMScheduler kwargs
+                             inference: {steps, guidance_scale, cfg_uncond}: the sampling defaults (below)
     DIR/trainable.safetensors  (for example)
 
 Relative paths resolve against ``config.yaml``'s folder. Every file is read with safetensors or
@@ -18,10 +19,19 @@ Relative paths resolve against ``config.yaml``'s folder. Every file is read with
 Generation (Hallo's long-video scheme): the audio gives ``T = round(len / 16000 * fps)`` frames; windows of
 ``data.n_frames`` frames are generated one after another; the reference UNet sees the reference image and
 the last ``n_motion_frames`` latents of the previous window (the reference latent repeated for the first
-window); each window is denoised from seeded Gaussian noise by DDIM (``steps``, default 40) with
-classifier-free guidance (``guidance_scale``, default 3.5; the unconditional branch drops the reference,
-the identity embedding and the audio, as in training); the last window is padded with the last audio frame
-and trimmed. The frames are at the model's resolution (``data.size``).
+window); each window is denoised from seeded Gaussian noise by DDIM (``steps``) with classifier-free
+guidance (``guidance_scale``; ``pred = uncond + scale * (cond - uncond)``, skipped at scale 1); the last
+window is padded with the last audio frame and trimmed. The frames are at the model's resolution
+(``data.size``). ``steps``, ``guidance_scale`` and ``cfg_uncond`` not given to :meth:`SingerPipeline.generate`
+come from the checkpoint's ``inference`` section, else 40, 3.5 and ``"release"``.
+
+What the unconditional branch drops (``cfg_uncond``):
+
+* ``"release"`` (Hallo's ``FaceAnimatePipeline``): the identity embedding is zeroed (ImageProj of zeros, also
+  the tokens the reference UNet sees), the FaceLocator output is zeroed, the audio tokens are zeroed; the
+  reference image and the motion frames stay.
+* ``"drop_reference"`` (this project's earlier scheme, matching ``train.cfg_dropout: buckets``): the reference
+  image and motion frames, the identity embedding and the audio are dropped; the FaceLocator input stays.
 """
 
 from __future__ import annotations
@@ -67,6 +77,10 @@ DEFAULT_SCHEDULER: dict[str, Any] = {
     "prediction_type": "v_prediction",
 }
 CONFIG_NAME = "config.yaml"
+#: sampling defaults when neither the caller nor the checkpoint's ``inference`` section gives one (Hallo's
+#: configs/inference/default.yaml: 40 steps, cfg_scale 3.5)
+INFERENCE_DEFAULTS: dict[str, Any] = {"steps": 40, "guidance_scale": 3.5, "cfg_uncond": "release"}
+CFG_UNCOND_MODES = ("release", "drop_reference")
 
 
 def model_config_from(d: dict[str, Any]) -> SingerConfig:
@@ -131,7 +145,9 @@ class SingerPipeline:
         self.pre = pre
         self.scheduler_kwargs = dict(DEFAULT_SCHEDULER if scheduler is None else scheduler)
         self.device = torch.device(device)
-        self.defaults = dict(defaults or {})
+        self.defaults = {**INFERENCE_DEFAULTS, **{k: v for k, v in (defaults or {}).items() if v is not None}}
+        if self.defaults["cfg_uncond"] not in CFG_UNCOND_MODES:
+            raise UsageError(f"inference.cfg_uncond must be one of {CFG_UNCOND_MODES}, got {self.defaults['cfg_uncond']!r}")
 
     @property
     def data(self) -> DataConfig:
@@ -144,11 +160,18 @@ class SingerPipeline:
 
     @torch.no_grad()
     def generate(self, reference_image: np.ndarray, audio: np.ndarray, num_frames: int | None = None,
-                 fps: float | None = None, seed: int = 0, steps: int = 40, guidance_scale: float = 3.5,
-                 progress: bool = False) -> np.ndarray:
-        """``(T, size, size, 3)`` uint8 frames driven by 16 kHz mono ``audio``."""
+                 fps: float | None = None, seed: int = 0, steps: int | None = None,
+                 guidance_scale: float | None = None, progress: bool = False,
+                 cfg_uncond: str | None = None) -> np.ndarray:
+        """``(T, size, size, 3)`` uint8 frames driven by 16 kHz mono ``audio``; ``steps``, ``guidance_scale``,
+        ``cfg_uncond`` default to the checkpoint's ``inference`` settings (module docstring)."""
         from tqdm import tqdm
 
+        steps = int(self.defaults["steps"] if steps is None else steps)
+        guidance_scale = float(self.defaults["guidance_scale"] if guidance_scale is None else guidance_scale)
+        mode = self.defaults["cfg_uncond"] if cfg_uncond is None else cfg_uncond
+        if mode not in CFG_UNCOND_MODES:
+            raise UsageError(f"cfg_uncond must be one of {CFG_UNCOND_MODES}, got {mode!r}")
         fps = float(fps or self.data.fps)
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         n = int(num_frames) if num_frames is not None else int(round(len(audio) / self.data.sample_rate * fps))
@@ -165,7 +188,9 @@ class SingerPipeline:
         region = cond.face_region[None, None].expand(1, 3, -1, -1).to(dev, dtype)
         masks = [x[None, None].expand(1, win, -1, -1).to(dev, dtype)
                  for x in (cond.full_mask, cond.face_mask, cond.lip_mask)]
+        zero_tokens = torch.zeros(1, win, net.cfg.audio_tokens, net.cfg.unet.audio_attention_dim, device=dev, dtype=dtype)
         motion = ref[None].expand(m, -1, -1, -1)
+        guided = guidance_scale != 1.0
         gen = torch.Generator("cpu").manual_seed(int(seed))
         sched = self._scheduler()
         out: list[torch.Tensor] = []
@@ -175,7 +200,10 @@ class SingerPipeline:
             if af.shape[0] < win:
                 af = torch.cat([af, af[-1:].expand(win - af.shape[0], *af.shape[1:])])
             af = af[None].to(dev, dtype)
-            ref_feats = net.reference_features(torch.cat([ref[None], motion]), net.imageproj(face_emb))
+            ref_in = torch.cat([ref[None], motion])
+            ref_feats = net.reference_features(ref_in, net.imageproj(face_emb))
+            # release: the unconditional branch keeps reference + motion frames, seen with the zero identity
+            unc_feats = net.reference_features(ref_in, net.imageproj(zero_emb)) if guided and mode == "release" else None
             sched.set_timesteps(steps, device=dev)
             lat = torch.randn((1, ref.shape[0], win, *ref.shape[1:]), generator=gen).to(dev, dtype)
             lat = lat * sched.init_noise_sigma
@@ -183,9 +211,13 @@ class SingerPipeline:
                 inp = sched.scale_model_input(lat, t)
                 tt = t.reshape(1).to(dev)
                 pred = net(inp, tt, None, face_emb, af, region, *masks, reference_features=ref_feats)
-                if guidance_scale != 1.0:
-                    unc = net(inp, tt, None, zero_emb, af, region, *masks, uncond_img_fwd=True,
-                              uncond_audio_fwd=True)
+                if guided:
+                    if mode == "release":  # no FaceLocator feature (= Hallo's zeroed one), zero audio tokens
+                        unc = net(inp, tt, None, zero_emb, af, None, *masks, audio_tokens=zero_tokens,
+                                  reference_features=unc_feats)
+                    else:
+                        unc = net(inp, tt, None, zero_emb, af, region, *masks, uncond_img_fwd=True,
+                                  audio_tokens=zero_tokens)
                     pred = unc + guidance_scale * (pred - unc)
                 lat = sched.step(pred, t, lat).prev_sample
             frames = lat[0].permute(1, 0, 2, 3)  # [F, C, h, w]
@@ -239,16 +271,18 @@ def generate_video(
     fps: float = 25,
     seed: int = 0,
     device: str = "cpu",
-    steps: int = 40,
-    guidance_scale: float = 3.5,
+    steps: int | None = None,
+    guidance_scale: float | None = None,
     out: str | os.PathLike | None = None,
     progress: bool = False,
+    cfg_uncond: str | None = None,
 ) -> np.ndarray:
     """Frames ``(T, H, W, 3)`` uint8 (``T`` = audio length at ``fps`` unless ``num_frames``); with ``out``,
-    also an mp4 with the audio muxed. The loaded pipeline is reused across calls with the same checkpoint."""
+    also an mp4 with the audio muxed. ``steps``, ``guidance_scale``, ``cfg_uncond``: None = the checkpoint's
+    ``inference`` settings. The loaded pipeline is reused across calls with the same checkpoint."""
     pipe = _cached_pipeline(str(Path(checkpoint_dir).resolve()), variant, device)
     frames = pipe.generate(reference_image, audio, num_frames=num_frames, fps=fps, seed=seed, steps=steps,
-                           guidance_scale=guidance_scale, progress=progress)
+                           guidance_scale=guidance_scale, progress=progress, cfg_uncond=cfg_uncond)
     if out is not None:
         write_result(out, frames, audio, fps, pipe.data.sample_rate)
     return frames

@@ -398,7 +398,9 @@ class Trainer:
             "weights": {k: rel(v) for k, v in self.cfg.weights.items() if v},
             "net": [rel(f) for f in self.net_files] + ["trainable.safetensors"],
             "scheduler": dict(self.cfg.scheduler),
-            "inference": dict(self.cfg.inference),
+            # the unconditional branch that matches how this run dropped conditions, unless configured
+            "inference": {"cfg_uncond": "release" if self.tr.cfg_dropout == "release" else "drop_reference",
+                          **self.cfg.inference},
         }
 
     def _replica_states(self, weights: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
@@ -494,7 +496,8 @@ class Trainer:
         ds = SHVDataset(self.val_manifest, frames="uint8", prefer_vocals=self.cfg.data.prefer_vocals)
         net = self.unwrapped
         net.eval()
-        pipe = SingerPipeline(net, self.pre, self.cfg.scheduler, self.acc.device)
+        pipe = SingerPipeline(net, self.pre, self.cfg.scheduler, self.acc.device,
+                              self.inference_config(self.out)["inference"])
         rows = []
         try:
             for row in ds.rows[: self.tr.val_clips]:
@@ -502,8 +505,7 @@ class Trainer:
                 gt = resize_frames(ds.load_frames(row)[:n], self.cfg.data.size)
                 audio, _, _ = ds.load_audio(row)
                 gen = pipe.generate(gt[0], audio[: int(round(n / self.cfg.data.fps * self.cfg.data.sample_rate))],
-                                    num_frames=n, seed=self.tr.seed, steps=self.tr.val_steps,
-                                    guidance_scale=float(self.cfg.inference.get("guidance_scale", 3.5)))
+                                    num_frames=n, seed=self.tr.seed, steps=self.tr.val_steps)
                 try:
                     lmd = lmd_clip(Clip(gen, fps=self.cfg.data.fps), Clip(gt, fps=self.cfg.data.fps)).lmd
                 except MetricInputError as e:

@@ -145,3 +145,30 @@ def test_validation_during_training_scores_generated_test_clips(tiny_cfg, manife
     assert len(rows) == 1 and int(rows[0]["step"]) == 1 and int(rows[0]["clips"]) == cfg.train.val_clips
     ssim, psnr = float(rows[0]["ssim"]), float(rows[0]["psnr"])
     assert 0.0 < ssim < 1.0 and 0.0 < psnr < 100.0  # a random tiny model is not the ground truth
+
+
+@pytest.mark.parametrize("scheme", ["release", "buckets"])
+def test_reference_dropout_keeps_identity_as_hallo_or_drops_it_in_buckets(tiny_cfg, manifest, prepared, tmp_path,
+                                                                          scheme):
+    """Hallo's stage 2 skips only the reference UNet when it drops the reference (the identity embedding
+    stays); the "buckets" scheme also zeroes the identity. Checkpoints name the matching inference branch."""
+    cfg = replace(tiny_cfg, train=replace(tiny_cfg.train, cfg_dropout=scheme))
+    tr = Trainer(cfg, manifest, _fresh(prepared, tmp_path), progress=False)
+    b = tr.sample_batch()
+    b.update(uncond_img=True, uncond_audio=False)
+    seen: dict = {}
+    orig = tr.net.forward
+
+    def rec(*args, **kwargs):
+        seen.update(face_emb=args[3].detach().clone(), **kwargs)
+        return orig(*args, **kwargs)
+
+    tr.net.forward = rec
+    tr.loss(b)
+    assert seen["uncond_img_fwd"] and not seen["uncond_audio_fwd"] and seen["keep_graph"]
+    if scheme == "release":
+        assert torch.equal(seen["face_emb"], b["face_emb"]) and seen["face_emb"].abs().sum() > 0
+    else:
+        assert seen["face_emb"].abs().sum() == 0
+    want = "release" if scheme == "release" else "drop_reference"
+    assert tr.inference_config(tmp_path)["inference"]["cfg_uncond"] == want
