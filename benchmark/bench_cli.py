@@ -44,6 +44,8 @@ a method cannot run (e.g. singer without singer_model.infer), or --strict found 
 
 def _parser() -> argparse.ArgumentParser:
     from benchmark.metrics import METRICS
+    from benchmark.metrics.base import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED
+    from benchmark.protocol import PROTOCOLS
 
     p = argparse.ArgumentParser(
         prog="shv-bench",
@@ -66,7 +68,16 @@ def _parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("metrics")
     g.add_argument("--metrics", default=",".join(METRICS),
                    help=f"comma-separated metrics (default: all: {','.join(METRICS)}; lse gives LSE-D and LSE-C)")
-    g.add_argument("--protocol", default="shv-v1", help="evaluation protocol (default: shv-v1)")
+    g.add_argument("--protocol", default="shv-v1", metavar="{" + ",".join(PROTOCOLS) + "}",
+                   help="evaluation protocol (default: shv-v1; singer-paper: the SINGER paper's pixel scales for "
+                        "LMD and Diversity, BAS tolerance 50 ms, non-overlapping FVD windows, and the paper's "
+                        "psnr_uint8_wrap as a separate column; see benchmark/protocol.py). Rows of different "
+                        "protocols share leaderboard.csv but never one table")
+    g.add_argument("--bootstrap", type=int, default=BOOTSTRAP_SAMPLES, metavar="N",
+                   help=f"resamples of the 95%% bootstrap intervals over clips (default: {BOOTSTRAP_SAMPLES}; "
+                        "0: none)")
+    g.add_argument("--bootstrap-seed", type=int, default=BOOTSTRAP_SEED,
+                   help=f"seed of the bootstrap resamples (default: {BOOTSTRAP_SEED})")
     g.add_argument("--fvd-stride", type=int,
                    help="FVD window stride (protocol: 1); a different value is recorded in the row's protocol "
                         "name, e.g. shv-v1[fvd_stride=16], so it never passes for shv-v1")
@@ -85,7 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--guidance-scale", type=float, help="singer*: classifier-free guidance (default: 3.5)")
     g = p.add_argument_group("run")
     g.add_argument("--with-paper-rows", action="store_true",
-                   help="also show the SINGER paper's reported rows (source=paper, separate rows)")
+                   help="also show the SINGER paper's Tables 1, 3 and 5 (source=paper, in their own tables) and "
+                        "the paper's ground-truth rows beside your ground-truth row measured under singer-paper")
     g.add_argument("--workers", type=int, default=1, help="clips processed in parallel (default: 1)")
     g.add_argument("--engine", choices=("local", "ray"), default="local", help="where workers run (default: local)")
     g.add_argument("--ray-address", help="ray: 'auto' or host:port of a running cluster (default: a private one)")
@@ -116,7 +128,13 @@ def format_summary(result: Any) -> str:
     ]
     for col in TABLE1 + EXTRA:
         v = row.get(col.title)
-        lines.append(f"  {col.title + ' ' + arrow(col):<12}{_fmt(v) if v is not None else '-':>12}")
+        if col.protocol_flag and not getattr(result.protocol, col.protocol_flag, False):
+            continue  # not a number of this protocol
+        lo, hi = row.get(f"{col.title}_lo"), row.get(f"{col.title}_hi")
+        ci = f"  [{_fmt(lo)}, {_fmt(hi)}]" if v is not None and lo is not None and hi is not None else ""
+        lines.append(f"  {col.title + ' ' + arrow(col):<18}{_fmt(v) if v is not None else '-':>12}{ci}")
+    if row.get("ci"):
+        lines += ["", f"[lo, hi]: {row['ci']}"]
     if row.get("missing"):
         lines += ["", f"empty cells: {row['missing']}"]
     if row.get("notes"):
@@ -190,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
             limit=args.limit, method_options=method_options, metric_options=metric_options,
             dataset=args.dataset, driving_audio=args.driving_audio, strict=args.strict, workers=args.workers,
             engine=args.engine, ray_address=args.ray_address, retry_errors=args.retry_errors, progress=not args.no_progress,
-            with_paper_rows=args.with_paper_rows,
+            with_paper_rows=args.with_paper_rows, bootstrap_samples=args.bootstrap,
+            bootstrap_seed=args.bootstrap_seed,
         )
         result = run_bench(cfg, protocol)
     except KeyError as exc:  # unknown protocol
@@ -204,12 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"shv-bench: {exc}", file=sys.stderr)
         return 1
     print(format_summary(result))
-    if args.with_paper_rows:
-        from benchmark.leaderboard import PAPER_ROWS, load_paper_rows
-
-        if not load_paper_rows():
-            print(f"note: {PAPER_ROWS} has no rows yet (the SINGER paper's numbers must be filled in from the "
-                  "paper); no paper rows shown")
+    if args.with_paper_rows and not result.protocol.name.startswith("singer-paper"):
+        print(f"note: the paper's rows are on its own scales; rows measured under {result.protocol.name} are not "
+              "comparable with them (use --protocol singer-paper)")
     if result.failures:
         print(f"shv-bench: {len(result.failures)} clip(s) failed (listed above)", file=sys.stderr)
         return 1

@@ -24,6 +24,7 @@ or a clip failed, or files were unmatched; 2 usage error.
 
 def _metrics_parser() -> argparse.ArgumentParser:
     from benchmark.metrics import METRICS
+    from benchmark.protocol import PROTOCOLS
 
     p = argparse.ArgumentParser(
         prog="shv-metrics",
@@ -39,7 +40,10 @@ def _metrics_parser() -> argparse.ArgumentParser:
         default=",".join(METRICS),
         help=f"comma-separated metric names (default: all: {','.join(METRICS)})",
     )
-    p.add_argument("--protocol", default="shv-v1", help="evaluation protocol (default: shv-v1)")
+    p.add_argument("--protocol", default="shv-v1", metavar="{" + ",".join(PROTOCOLS) + "}",
+                   help="evaluation protocol (default: shv-v1; singer-paper: the SINGER paper's pixel scales "
+                        "for LMD and Diversity, BAS tolerance 50 ms, and the paper's psnr_uint8_wrap "
+                        "beside PSNR; see benchmark/protocol.py)")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
     p.add_argument("--output", "-o", metavar="PATH", help="also write the JSON result to PATH")
     p.add_argument("--per-clip", action="store_true", help="include per-clip values")
@@ -95,12 +99,12 @@ def format_table(result: Any, per_clip: bool = False) -> str:
         f"protocol {proto.name} (fingerprint {proto.fingerprint()}): "
         f"{len(result.clip_ids)} of {result.n_pairs} pair(s) scored",
         "",
-        f"{'metric':<14}{'value':>12}  {'better':<7}{'clips':>6}  notes",
+        f"{'metric':<16}{'value':>12}  {'better':<7}{'scored':>7}{'failed':>7}  notes",
     ]
     notes_below: list[str] = []
     for name, r in result.results.items():
         if r.missing_reason:
-            lines.append(f"{name:<14}{'missing':>12}  {'':<7}{'':>6}  {r.missing_reason}")
+            lines.append(f"{name:<16}{'missing':>12}  {'':<7}{'':>7}{'':>7}  {r.missing_reason}")
             continue
         arrow = up if r.higher_is_better else down
         short = []
@@ -112,7 +116,7 @@ def format_table(result: Any, per_clip: bool = False) -> str:
                     notes_below.append(f"  {name}: {v}")
                 continue
             short.append(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}")
-        lines.append(f"{name:<14}{_fmt(r.value):>12}  {arrow:<7}{r.n_clips:>6}  {', '.join(short)}")
+        lines.append(f"{name:<16}{_fmt(r.value):>12}  {arrow:<7}{r.n_scored:>7}{r.n_failed:>7}  {', '.join(short)}")
     if notes_below:
         lines += ["", "warnings:", *notes_below]
     if result.extractor_hashes:

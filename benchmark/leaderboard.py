@@ -3,15 +3,25 @@
 ``OUT/leaderboard.csv`` has one row per (method, source, dataset, protocol). Columns: the identity
 (``method``, ``source`` = ``measured`` or ``paper``, ``dataset``, ``protocol``), the nine numbers in the
 order of the SINGER paper's Table 1 (SSIM, PSNR, CPBD, FVD, LMD, LSE-D, LSE-C, Diversity, BAS), then
-``LMD-face`` (full-face LMD, not in the paper), ``n_clips`` (test clips run), ``n_scored`` (clips every
-computed metric scored), ``n_failed``, ``missing`` (why a cell is empty: weights not installed, metric not
-requested, too few FVD windows...; a value is never replaced by 0), ``notes`` (partial coverage,
-warnings), ``protocol_fingerprint``, ``extractor_hashes`` (JSON: ``metric.weights -> sha256``),
-``toolkit_version``, ``date`` (UTC), ``driving_audio``, ``manifest``.
+``LMD-face`` (full-face LMD, not in the paper) and ``PSNR-uint8-wrap`` (PSNR's uint8 wrap-around
+variant, only under a protocol that asks for it: ``singer-paper``; never in the PSNR column), then
+``<column>_lo`` and ``<column>_hi`` for every number (95 % percentile bootstrap interval over the test
+clips, seeded: ``ci`` says how it was made; FVD's resamples clips and recomputes the distance from the
+resampled window statistics), ``n_clips`` (test clips run), ``n_scored`` (clips every computed metric
+scored), ``n_failed``, ``missing`` (why a cell is empty: weights not installed, metric not requested, too
+few FVD windows...; a value is never replaced by 0), ``notes`` (partial coverage, clips a metric could
+not score, warnings), ``protocol_fingerprint``, ``extractor_hashes`` (JSON: ``metric.weights -> sha256``),
+``toolkit_version``, ``date`` (UTC), ``driving_audio``, ``manifest``, ``ci``. ``table`` is set on paper
+rows only.
 
-Re-running a method replaces its row (same method, dataset and protocol); other rows stay. Paper rows
-(``benchmark/paper_rows.csv``: numbers *reported in the SINGER paper, not reproduced here*) appear only
-with ``with_paper_rows=True``, as separate rows with ``source=paper``, never merged into measured ones.
+Re-running a method replaces its row (same method, dataset and protocol); other rows stay. Rows of
+different protocols share the CSV (the ``protocol`` column marks them) but never one table of the
+Markdown, PNG or HTML renderings: each protocol gets its own. Paper rows (``benchmark/paper_rows.csv``,
+the SINGER paper's Tables 1, 3 and 5 cell for cell: numbers *reported in the SINGER paper, not
+reproduced here*) appear only with ``with_paper_rows=True``, as separate rows with ``source=paper``,
+``table`` and ``dataset`` set, in their own tables (one per paper table), never merged into measured
+ones; beside them a small table sets the paper's ground-truth rows next to the user's own
+``ground-truth`` rows measured under ``singer-paper`` (the only protocol on the paper's scales).
 
 ``OUT/per_clip.parquet``: one row per (method, dataset, protocol, clip) with every per-clip value (FVD is a
 set-level distance and has none), the clip's errors (JSON ``{stage or metric: reason}``), and the videos
@@ -23,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import io
 import json
 import logging
@@ -54,6 +65,7 @@ class Column:
     metric: str  # benchmark.metrics name that produces it
     higher_is_better: bool
     fmt: str  # number format in Markdown / HTML
+    protocol_flag: str | None = None  # a Protocol attribute that must be true for the column to exist
 
 
 TABLE1: tuple[Column, ...] = (
@@ -67,14 +79,18 @@ TABLE1: tuple[Column, ...] = (
     Column("Diversity", "diversity", "diversity", True, "{:.4f}"),
     Column("BAS", "bas", "bas", True, "{:.4f}"),
 )
-EXTRA: tuple[Column, ...] = (Column("LMD-face", "lmd_face", "lmd", False, "{:.3f}"),)
+WRAP = Column("PSNR-uint8-wrap", "psnr_uint8_wrap", "psnr", True, "{:.2f}", "psnr_uint8_wrap")
+EXTRA: tuple[Column, ...] = (Column("LMD-face", "lmd_face", "lmd", False, "{:.3f}"), WRAP)
 VALUE_COLUMNS = TABLE1 + EXTRA
+SHOWN_EXTRA: tuple[Column, ...] = (WRAP,)  # extra columns the tables show (when a row of the table has them)
+CI_COLUMNS = [f"{c.title}_{end}" for c in VALUE_COLUMNS for end in ("lo", "hi")]
 KEY = ["method", "source", "dataset", "protocol"]
 META = [
     "n_clips", "n_scored", "n_failed", "missing", "notes", "protocol_fingerprint", "extractor_hashes",
-    "toolkit_version", "date", "driving_audio", "manifest",
+    "toolkit_version", "date", "driving_audio", "manifest", "ci",
 ]
-COLUMNS = KEY + [c.title for c in VALUE_COLUMNS] + META
+COLUMNS = KEY + ["table"] + [c.title for c in VALUE_COLUMNS] + CI_COLUMNS + META
+GT_METHODS = ("ground-truth", "GT")  # the ground-truth row: shv-bench's method name, the paper's label
 PER_CLIP_KEY = ["method", "dataset", "protocol"]
 PAPER_NOTE = "reported in the SINGER paper, not reproduced here"
 PAPER_ROWS = Path(__file__).with_name("paper_rows.csv")
@@ -102,8 +118,11 @@ def make_row(
     driving_audio: str,
     manifest: str,
     date: str,
+    intervals: dict[str, tuple[float, float] | None] | None = None,
+    ci: str | None = None,
 ) -> dict[str, Any]:
-    """One measured leaderboard row from a run's merged results."""
+    """One measured leaderboard row from a run's merged results. ``intervals`` maps a result name to its
+    bootstrap interval (``<column>_lo`` / ``_hi``); ``ci`` says how they were made."""
     from benchmark import __version__
 
     row: dict[str, Any] = {"method": method, "source": "measured", "dataset": dataset, "protocol": protocol.name}
@@ -112,10 +131,20 @@ def make_row(
     for col in VALUE_COLUMNS:
         r = results.get(col.result)
         value = None if r is None else r.value
+        if col.protocol_flag and not getattr(protocol, col.protocol_flag, False):
+            row[col.title] = None  # not a number of this protocol: an empty cell without a reason
+            continue
         if value is not None and not (isinstance(value, float) and math.isnan(value)):
             row[col.title] = float(value)
-            if r is not None and 0 < r.n_clips < n_clips and col.metric != "fvd":
-                notes.append(f"{col.title} on {r.n_clips} of {n_clips} clips")
+            ci_ = (intervals or {}).get(col.result)
+            if ci_ is not None:
+                row[f"{col.title}_lo"], row[f"{col.title}_hi"] = float(ci_[0]), float(ci_[1])
+            if r is not None and r.n_failed:
+                bad = r.extras.get("failed_clips") or r.extras.get("clips_without_music_beats") or []
+                notes.append(f"{col.title}: {r.n_failed} clip(s) without a finite value, left out"
+                             + (f" ({', '.join(map(str, bad[:5]))})" if bad else ""))
+            if r is not None and 0 < r.n_scored < n_clips and col.metric != "fvd":
+                notes.append(f"{col.title} on {r.n_scored} of {n_clips} clips")
             if r is not None and isinstance(r.extras.get("warning"), str) and col in TABLE1:
                 notes.append(f"{col.title}: {r.extras['warning']}")
             continue
@@ -135,6 +164,7 @@ def make_row(
     row["notes"] = "; ".join(notes) or None
     n_failed = len(failures)
     row.update(
+        ci=ci if intervals else None,
         n_clips=n_clips,
         n_scored=n_clips - n_failed,
         n_failed=n_failed,
@@ -157,8 +187,10 @@ def load_paper_rows(path: str | os.PathLike | None = None) -> list[dict[str, Any
         if not rec.get("method"):
             continue
         row: dict[str, Any] = {c: None for c in COLUMNS}
-        row.update(method=rec["method"], source="paper", dataset=rec.get("dataset") or None,
-                   protocol=f"SINGER paper {rec.get('table', '')}".strip())
+        table = str(rec.get("table", "")).strip()
+        table = f"Table {table.removeprefix('Table').strip()}" if table else None
+        row.update(method=rec["method"], source="paper", dataset=rec.get("dataset") or None, table=table,
+                   protocol=f"SINGER paper {table}" if table else "SINGER paper")
         for col in TABLE1:
             v = rec.get(col.title, "")
             row[col.title] = float(v) if v not in ("", "-") else None
@@ -171,7 +203,7 @@ def read_leaderboard(out: str | os.PathLike) -> pd.DataFrame:
     p = Path(out) / "leaderboard.csv"
     if not p.is_file():
         return pd.DataFrame(columns=COLUMNS)
-    df = pd.read_csv(p, dtype={c: str for c in KEY + ["missing", "notes", "date", "manifest"]})
+    df = pd.read_csv(p, dtype={c: str for c in KEY + ["table", "missing", "notes", "date", "manifest", "ci"]})
     for c in COLUMNS:
         if c not in df.columns:
             df[c] = None
@@ -314,30 +346,137 @@ def _records(board: pd.DataFrame, source: str) -> list[dict[str, Any]]:
             for r in sub.to_dict("records")]
 
 
-def to_markdown(board: pd.DataFrame) -> str:
-    """The leaderboard as Markdown: measured rows, then (if present) the paper's rows in their own table."""
-    head = ["Method", "Dataset", "Protocol", "Clips"] + [f"{c.title}{arrow(c)}" for c in TABLE1]
-    lines = [
-        "| " + " | ".join(head) + " |",
-        "|" + "|".join(["---"] * 4 + ["---:"] * len(TABLE1)) + "|",
-    ]
+def _num(v: Any) -> float | None:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+def _interval(r: dict[str, Any], col: Column) -> tuple[float, float] | None:
+    lo, hi = _num(r.get(f"{col.title}_lo")), _num(r.get(f"{col.title}_hi"))
+    return None if lo is None or hi is None else (lo, hi)
+
+
+@functools.lru_cache(maxsize=1)
+def _printed() -> dict[tuple[str, str, str, str], str]:
+    """The shipped paper file's cells as printed: (method, dataset, "Table n", column) -> "0.2400"."""
+    df = pd.read_csv(PAPER_ROWS, comment="#", dtype=str, keep_default_na=False)
+    return {(r["method"], r["dataset"], f"Table {r['table']}", c.title): r[c.title]
+            for r in df.to_dict("records") for c in TABLE1 if r.get(c.title)}
+
+
+def _paper_cell(v: Any, r: dict[str, Any] | None = None, col: Column | None = None) -> str:
+    """A paper number as the paper prints it (``0.2400``, ``897.65``) when the shipped file has it,
+    else the float's shortest form."""
+    if _num(v) is None:
+        return ""
+    if r is not None and col is not None:
+        printed = _printed().get((str(r.get("method")), str(r.get("dataset")), str(r.get("table")), col.title))
+        if printed is not None and float(printed) == float(v):
+            return printed
+    return np.format_float_positional(float(v), trim="-")
+
+
+def _cell_ci(r: dict[str, Any], col: Column) -> str:
+    """A measured cell with its bootstrap interval: ``0.7443 [0.7012, 0.7801]``; a paper cell as printed."""
+    if r.get("source") == "paper":
+        return _paper_cell(r.get(col.title), r, col)
+    text = _cell(r.get(col.title), col)
+    ci = _interval(r, col)
+    if text and ci is not None:
+        text += f" [{col.fmt.format(ci[0])}, {col.fmt.format(ci[1])}]"
+    return text
+
+
+def _columns(rows: list[dict[str, Any]]) -> list[Column]:
+    """Table 1's columns, plus the shown extra columns some row of the table has (PSNR-uint8-wrap)."""
+    return list(TABLE1) + [c for c in SHOWN_EXTRA if any(_num(r.get(c.title)) is not None for r in rows)]
+
+
+def _by(rows: list[dict[str, Any]], *fields: str) -> list[tuple[tuple[str, ...], list[dict[str, Any]]]]:
+    groups: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(tuple(str(r.get(f)) for f in fields), []).append(r)
+    return list(groups.items())
+
+
+def table_groups(board: pd.DataFrame) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """The tables every rendering shows, in order: ``(kind, title, rows)``. One table per protocol of the
+    measured rows (rows of different protocols never share one), one per paper table and dataset, and,
+    when paper rows are shown, the ground-truth comparison: the paper's GT rows beside the user's own
+    ``ground-truth`` rows measured under ``singer-paper`` (the protocol on the paper's scales)."""
+    out: list[tuple[str, str, list[dict[str, Any]]]] = []
     measured = _records(board, "measured")
-    for r in measured:
-        cells = [str(r["method"]), str(r["dataset"]), str(r["protocol"]), str(int(r["n_clips"] or 0))]
-        cells += [_cell(r.get(c.title), c) for c in TABLE1]
+    for (proto,), rows in _by(measured, "protocol"):
+        out.append(("measured", f"Protocol {proto}", rows))
+    paper = _records(board, "paper")
+    for (table, dataset), rows in _by(paper, "table", "dataset"):
+        out.append(("paper", f"SINGER paper {table}, {dataset}", rows))
+    if paper:
+        mine = [r for r in measured if r["method"] in GT_METHODS and str(r["protocol"]).startswith("singer-paper")]
+        theirs = [r for r in paper if r["method"] in GT_METHODS]
+        if theirs:
+            out.append(("ground-truth", "Ground truth: your test set (measured, singer-paper) vs the paper's "
+                        "(reported)", mine + theirs))
+    return out
+
+
+def _gt_note(rows: list[dict[str, Any]]) -> str | None:
+    if any(r["source"] == "measured" for r in rows):
+        return None
+    return ("No ground-truth row of yours under protocol singer-paper yet: run `shv-bench --method ground-truth "
+            "--protocol singer-paper ...` to see how far your test set is from the paper's.")
+
+
+def _md_table(kind: str, rows: list[dict[str, Any]]) -> list[str]:
+    cols = _columns(rows)
+    if kind == "measured":
+        head = ["Method", "Dataset", "Protocol", "Clips"]
+    elif kind == "paper":
+        head = ["Method", "Dataset", "Table"]
+    else:
+        head = ["Method", "Source", "Dataset", "Protocol / table", "Clips"]
+    lines = ["| " + " | ".join(head + [f"{c.title}{arrow(c)}" for c in cols]) + " |",
+             "|" + "|".join(["---"] * len(head) + ["---:"] * len(cols)) + "|"]
+    for r in rows:
+        clips = str(int(r["n_clips"] or 0)) if r["source"] == "measured" else ""
+        if kind == "measured":
+            cells = [str(r["method"]), str(r["dataset"]), str(r["protocol"]), clips]
+        elif kind == "paper":
+            cells = [str(r["method"]), str(r["dataset"]), str(r["table"])]
+        else:
+            where = str(r["protocol"]) if r["source"] == "measured" else str(r["table"])
+            cells = [str(r["method"]), str(r["source"]), str(r["dataset"]), where, clips]
+        cells += [_cell_ci(r, c) for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _ci_sentence(measured: list[dict[str, Any]]) -> str:
+    methods = sorted({str(r["ci"]) for r in measured if r.get("ci")})
+    if not methods:
+        return ""
+    return " Brackets: " + "; ".join(methods) + "."
+
+
+def to_markdown(board: pd.DataFrame) -> str:
+    """The leaderboard as Markdown: one table per protocol of the measured rows, then (if present) the
+    paper's rows, one table per paper table, and the ground-truth comparison."""
+    measured = _records(board, "measured")
     text = [
         "Measured with shv-bench; ↑ higher is better, ↓ lower is better. An empty cell was not measured "
-        "(reason below), never 0.",
-        "",
-        *lines,
+        "(reason below), never 0. Rows of different protocols are in different tables: their numbers are "
+        "on different scales." + _ci_sentence(measured),
     ]
+    groups = table_groups(board)
+    for kind, title, rows in groups:
+        if kind == "measured":
+            text += ["", f"### {title}", "", *_md_table(kind, rows)]
+
     def grouped(field: str) -> list[str]:
         """One bullet per distinct text, naming every row it applies to."""
         by_text: dict[str, list[str]] = {}
         for r in measured:
             if r.get(field):
-                by_text.setdefault(str(r[field]), []).append(f"{r['method']} ({r['dataset']})")
+                by_text.setdefault(str(r[field]), []).append(f"{r['method']} ({r['dataset']}, {r['protocol']})")
         return [f"- {', '.join(rows)}: {why}" for why, rows in by_text.items()]
 
     failed = [(r["method"], r["dataset"], int(r["n_failed"])) for r in measured if r.get("n_failed")]
@@ -348,58 +487,74 @@ def to_markdown(board: pd.DataFrame) -> str:
         text += [f"- {m} ({d}): {n}" for m, d, n in failed]
     if notes := grouped("notes"):
         text += ["", "Notes:", *notes]
-    paper = _records(board, "paper")
-    if paper:
-        text += ["", f"Reported in the SINGER paper ({PAPER_NOTE}):", ""]
-        text += ["| " + " | ".join(["Method", "Dataset", "Source"] + [f"{c.title}{arrow(c)}" for c in TABLE1]) + " |",
-                 "|" + "|".join(["---"] * 3 + ["---:"] * len(TABLE1)) + "|"]
-        for r in paper:
-            cells = [str(r["method"]), str(r["dataset"]), str(r["protocol"])]
-            cells += [_cell(r.get(c.title), c) for c in TABLE1]
-            text.append("| " + " | ".join(cells) + " |")
+    paper_groups = [g for g in groups if g[0] != "measured"]
+    if paper_groups:
+        text += ["", "## Reported in the SINGER paper (not reproduced here)", "",
+                 "Kept apart from the measured rows; an empty cell is one the paper leaves empty."]
+        for kind, title, rows in paper_groups:
+            text += ["", f"### {title}", "", *_md_table(kind, rows)]
+            if kind == "ground-truth" and (note := _gt_note(rows)):
+                text += ["", note]
     return "\n".join(text) + "\n"
 
 
 def _row_label(r: dict[str, Any], multi: bool) -> str:
     label = str(r["method"]) + (" (paper)" if r["source"] == "paper" else "")
-    if multi:
+    if r["source"] == "paper" and multi:
+        label += f"\n{r['table']}, {r['dataset']}"
+    elif multi:
         label += f"\n{r['dataset']} / {r['protocol']}"
     return label
 
 
-def write_png(board: pd.DataFrame, path: Path) -> None:
-    """Bars per metric (one panel each, arrow = which way is better), one bar per row; paper rows hatched."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    rows = _records(board, "measured") + _records(board, "paper")
+def _panel(fig: Any, rows: list[dict[str, Any]], title: str) -> None:
+    """3 x 3 bar panels (one per Table 1 metric) of one table group, with bootstrap error bars."""
     multi = len({(r["dataset"], r["protocol"]) for r in rows}) > 1
-    fig = Figure(figsize=(13, 9.5), dpi=100)
-    FigureCanvasAgg(fig)
     colours = [f"C{i % 10}" for i in range(len(rows))]
+    fig.suptitle(title, fontsize=11)
     for k, col in enumerate(TABLE1):
         ax = fig.add_subplot(3, 3, k + 1)
         better = "higher" if col.higher_is_better else "lower"
         ax.set_title(f"{col.title} {arrow(col)} ({better} is better)", fontsize=10)
         xs = np.arange(len(rows))
         for i, r in enumerate(rows):
-            v = r.get(col.title)
+            v = _num(r.get(col.title))
             if v is None:
                 ax.text(i, 0, "n/a", ha="center", va="bottom", fontsize=8, color="grey")
                 continue
-            ax.bar(i, float(v), color=colours[i], hatch="//" if r["source"] == "paper" else None,
-                   edgecolor="black", linewidth=0.5)
-            ax.text(i, float(v), _cell(v, col), ha="center", va="bottom", fontsize=7)
+            ci = _interval(r, col)
+            yerr = None if ci is None else [[max(v - ci[0], 0.0)], [max(ci[1] - v, 0.0)]]
+            ax.bar(i, v, color=colours[i], hatch="//" if r["source"] == "paper" else None,
+                   edgecolor="black", linewidth=0.5, yerr=yerr, capsize=3 if yerr else 0,
+                   error_kw={"elinewidth": 0.8})
+            label = _paper_cell(v, r, col) if r["source"] == "paper" else _cell(v, col)
+            ax.text(i, v if ci is None else max(v, ci[1]), label, ha="center", va="bottom", fontsize=7)
         ax.set_xlim(-0.6, len(rows) - 0.4)
-        if all(r.get(col.title) is None for r in rows):
+        if all(_num(r.get(col.title)) is None for r in rows):
             ax.set_yticks([])
         ax.set_xticks(xs)
         ax.set_xticklabels([_row_label(r, multi) for r in rows], rotation=30, ha="right", fontsize=7)
         ax.tick_params(axis="y", labelsize=7)
         ax.margins(y=0.15)
-    fig.suptitle("SHV leaderboard (hatched: reported in the SINGER paper, not reproduced)" if any(
-        r["source"] == "paper" for r in rows) else "SHV leaderboard", fontsize=12)
-    fig.tight_layout()
+
+
+def write_png(board: pd.DataFrame, path: Path) -> None:
+    """Bars per metric (one panel each, arrow = which way is better), one bar per row, error bars = the
+    bootstrap intervals; one block of panels per table (per protocol, per paper table: never mixed);
+    paper rows hatched."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    groups = table_groups(board) or [("measured", "SHV leaderboard (no rows)", [])]
+    fig = Figure(figsize=(13, 9.5 * len(groups)), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    subs = fig.subfigures(len(groups), 1, squeeze=False)[:, 0]
+    for sub, (kind, title, rows) in zip(subs, groups, strict=True):
+        if kind == "measured":
+            title = f"SHV leaderboard, measured: {title} (error bars: 95 % bootstrap over clips)"
+        elif kind == "paper":
+            title = f"{title}: hatched, reported in the SINGER paper, not reproduced"
+        _panel(sub, rows, title)
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     atomic_write_bytes(path, buf.getvalue())
@@ -473,35 +628,54 @@ def stills_html(out: Path, per_clip: pd.DataFrame, methods: list[str], max_clips
     return "\n".join(parts)
 
 
-def _table_html(rows: list[dict[str, Any]], paper: bool) -> str:
-    head = ["Method", "Dataset", "Source" if paper else "Protocol"] + ([] if paper else ["Clips"])
-    head += [f"{c.title}{arrow(c)}" for c in TABLE1]
+def _table_html(kind: str, rows: list[dict[str, Any]]) -> str:
+    """One table of :func:`table_groups` (same columns as the Markdown's); intervals in small print."""
+    md = _md_table(kind, rows)
+    head = [h.strip() for h in md[0].strip("|").split("|")]
+    cols = _columns(rows)
+    n_id = len(head) - len(cols)
     out = ["<table class=board><tr>" + "".join(f"<th>{escape(h)}</th>" for h in head) + "</tr>"]
-    for r in rows:
-        cells = [r["method"], r["dataset"], r["protocol"]] + ([] if paper else [int(r["n_clips"] or 0)])
-        tds = [f"<td>{escape(str(c))}</td>" for c in cells]
-        for c in TABLE1:
-            v = _cell(r.get(c.title), c)
-            tds.append(f"<td class=num>{v}</td>" if v else "<td class=missing title='not measured'></td>")
-        out.append("<tr>" + "".join(tds) + "</tr>")
+    for r, line in zip(rows, md[2:], strict=True):
+        ident = [c.strip() for c in line.strip("|").split("|")][:n_id]
+        tds = [f"<td>{escape(c)}</td>" for c in ident]
+        for c in cols:
+            if r["source"] == "paper":
+                v, ci = _paper_cell(r.get(c.title), r, c), None
+            else:
+                v, ci = _cell(r.get(c.title), c), _interval(r, c)
+            if not v:
+                tds.append("<td class=missing title='not measured'></td>")
+                continue
+            small = "" if ci is None else f"<br><small>[{c.fmt.format(ci[0])}, {c.fmt.format(ci[1])}]</small>"
+            tds.append(f"<td class=num>{v}{small}</td>")
+        out.append(f"<tr class={escape(str(r['source']))}>" + "".join(tds) + "</tr>")
     out.append("</table>")
     return "".join(out)
 
 
 def to_html(board: pd.DataFrame, out: Path) -> str:
-    """A self-contained HTML report: the table, why cells are empty, failed clips, and stills."""
+    """A self-contained HTML report: the tables, why cells are empty, failed clips, and stills."""
     from benchmark import __version__
 
     measured = _records(board, "measured")
-    paper = _records(board, "paper")
+    groups = table_groups(board)
     sections = [
         "<h1>SHV leaderboard</h1>",
         f"<p>shv-bench {escape(__version__)}. ↑ higher is better, ↓ lower is better. Empty cells were not "
-        "measured (reasons below), never 0.</p>",
-        _table_html(measured, paper=False),
+        "measured (reasons below), never 0. Rows of different protocols are in different tables."
+        + escape(_ci_sentence(measured)) + "</p>",
     ]
-    if paper:
-        sections += [f"<h2>Reported in the SINGER paper</h2><p>{escape(PAPER_NOTE)}.</p>", _table_html(paper, True)]
+    for kind, title, rows in groups:
+        if kind == "measured":
+            sections += [f"<h2>{escape(title)}</h2>", _table_html(kind, rows)]
+    paper_groups = [g for g in groups if g[0] != "measured"]
+    if paper_groups:
+        sections.append(f"<h2>Reported in the SINGER paper</h2><p>{escape(PAPER_NOTE)}; kept apart from the "
+                        "measured rows.</p>")
+        for kind, title, rows in paper_groups:
+            sections += [f"<h3>{escape(title)}</h3>", _table_html(kind, rows)]
+            if kind == "ground-truth" and (note := _gt_note(rows)):
+                sections.append(f"<p>{escape(note)}</p>")
     issues = []
     for r in measured:
         if r.get("missing"):

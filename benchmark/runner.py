@@ -50,12 +50,23 @@ from typing import Any
 import numpy as np
 
 from benchmark.methods import Method, MethodUnavailableError, make_method
-from benchmark.methods.base import ClipInput, check_frames, file_sha256, safe_name
+from benchmark.methods.base import ClipInput, check_frames, safe_name
 from benchmark.metrics import METRICS, metric_class
-from benchmark.metrics.base import Clip, Metric, MetricResult, align, resize_frames
+from benchmark.metrics.base import (
+    BOOTSTRAP_SAMPLES,
+    BOOTSTRAP_SEED,
+    CI_LEVEL,
+    Clip,
+    Metric,
+    MetricResult,
+    align,
+    bootstrap_counts,
+    resize_frames,
+)
 from benchmark.protocol import Protocol, as_protocol
 from shv_toolkit.core.atomic import atomic_path, atomic_write_bytes
 from shv_toolkit.core.errors import MissingWeightsError, ShvError, UsageError
+from shv_toolkit.core.hashing import sha256_file
 from shv_toolkit.core.jsoncodec import decode, encode
 
 log = logging.getLogger(__name__)
@@ -99,6 +110,8 @@ class BenchConfig:
     progress: bool = True
     with_paper_rows: bool = False  # put the SINGER paper's reported rows beside the measured ones
     paper_rows: Path | None = None  # default: benchmark/paper_rows.csv
+    bootstrap_samples: int = BOOTSTRAP_SAMPLES  # resamples of the 95 % intervals; 0: no intervals
+    bootstrap_seed: int = BOOTSTRAP_SEED
 
     def __post_init__(self) -> None:
         self.manifest = Path(self.manifest)
@@ -114,6 +127,8 @@ class BenchConfig:
             raise UsageError(f"--limit must be >= 1, got {self.limit}")
         if self.workers < 1:
             raise UsageError(f"--workers must be >= 1, got {self.workers}")
+        if self.bootstrap_samples < 0:
+            raise UsageError(f"--bootstrap must be >= 0, got {self.bootstrap_samples}")
 
     @property
     def dataset_name(self) -> str:
@@ -397,13 +412,13 @@ def process_clip(job: Job, ctx: Context, item: ClipItem) -> dict[str, Any]:
         rec["errors"]["ground-truth"] = f"ground-truth video missing: {item.video}"
         rec["seconds"]["total"] = time.perf_counter() - t_start
         return rec
-    gt_sha = file_sha256(item.video)
+    gt_sha = sha256_file(item.video)
     audio_path, _ = _driving_audio(job, item)
     base_fp = {
         "gt_sha256": gt_sha,
         "method": ctx.method.fingerprint(),
         "protocol": job.protocol.fingerprint(),
-        "driving_audio": [job.driving_audio, file_sha256(audio_path) if ctx.method.generates and audio_path else None],
+        "driving_audio": [job.driving_audio, sha256_file(audio_path) if ctx.method.generates and audio_path else None],
     }
     gt: Clip | None = None
 
@@ -623,6 +638,41 @@ def merge_records(
     return merged, missing
 
 
+def row_intervals(
+    records: list[dict[str, Any]],
+    templates: dict[str, Metric],
+    merged: dict[str, Metric],
+    clip_ids: list[str],
+    samples: int = BOOTSTRAP_SAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    level: float = CI_LEVEL,
+) -> dict[str, tuple[float, float] | None]:
+    """Bootstrap interval of every number of a row: ``{result name: (lo, hi) or None}``.
+
+    One resample matrix over the row's clips (``clip_ids``, manifest order, failed clips included: they
+    count as absent in every resample) serves every metric, so the metrics of a row, and rows of the same
+    manifest, are resampled alike. Per-clip metrics: the mean of the drawn clips' values
+    (:meth:`Metric.intervals`). FVD: each resample's window statistics are the count-weighted sums of
+    the drawn clips' one-clip states (from ``records``) and its distance is recomputed from them
+    (:func:`benchmark.metrics.fvd.bootstrap_fvd`)."""
+    counts = bootstrap_counts(len(clip_ids), samples, seed)
+    out: dict[str, tuple[float, float] | None] = {}
+    for name, obj in merged.items():
+        if name == "fvd":
+            from benchmark.metrics.fvd import bootstrap_fvd
+
+            by_clip = {r["clip_id"]: r.get("metrics", {}).get(name, {}) for r in records}
+            shards: list[Any] = []
+            for cid in clip_ids:
+                state = by_clip.get(cid, {}).get("state")
+                shards.append(None if state is None else set_state(fresh_shard(templates[name]), state))
+            for r in obj.results():
+                out[r.name] = bootstrap_fvd(shards, counts, level)[1] if r.value is not None else None
+            continue
+        out.update(obj.intervals(clip_ids, counts, level))
+    return out
+
+
 def run_bench(cfg: BenchConfig, protocol: Protocol | None = None) -> BenchResult:
     """Run ``cfg.method`` over the manifest's clips, write the outputs in ``cfg.out`` and return the result
     (the leaderboard files are rewritten with this method's row replaced)."""
@@ -688,6 +738,15 @@ def run_bench(cfg: BenchConfig, protocol: Protocol | None = None) -> BenchResult
 
     failures = {r["clip_id"]: dict(r["errors"]) for r in done if r["errors"]}
     notes = ctx.method.input_notes([c.clip_id for c in items])
+    intervals: dict[str, tuple[float, float] | None] = {}
+    ci_text = None
+    if cfg.bootstrap_samples > 0 and merged:
+        t_ci = time.perf_counter()
+        intervals = row_intervals(done, ctx.templates, merged, [c.clip_id for c in items],
+                                  cfg.bootstrap_samples, cfg.bootstrap_seed)
+        ci_text = (f"{CI_LEVEL:.0%} percentile bootstrap over the {len(items)} test clips, "
+                   f"{cfg.bootstrap_samples} resamples, seed {cfg.bootstrap_seed}; FVD recomputed per resample")
+        log.info("bootstrap intervals: %.1f s", time.perf_counter() - t_ci)
     row = leaderboard.make_row(
         method=ctx.method.row_name,
         dataset=cfg.dataset_name,
@@ -701,6 +760,8 @@ def run_bench(cfg: BenchConfig, protocol: Protocol | None = None) -> BenchResult
         driving_audio=cfg.driving_audio,
         manifest=str(cfg.manifest),
         date=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        intervals=intervals,
+        ci=ci_text,
     )
     result = BenchResult(
         config=cfg,
@@ -734,6 +795,7 @@ __all__ = [
     "process_clip",
     "protocol_with_overrides",
     "read_clips",
+    "row_intervals",
     "run_bench",
     "set_state",
     "state_names",

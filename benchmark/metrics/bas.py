@@ -20,7 +20,9 @@ landmarks in place of body joints and a 25 Hz grid in place of 60 Hz:
   of the landmarks (count in ``extras``); a clip with fewer than 2 face frames raises
   :class:`MetricInputError`.
 * BA = mean over music beats ``b`` of ``exp(-d_b^2 / (2 * 3^2))``, ``d_b`` = frames from ``b`` to the
-  nearest motion beat (protocol ``bas_tolerance_frames`` = 3, ``bas_sigma_frames`` = 5).
+  nearest motion beat (protocol ``bas_tolerance_frames`` = 3, ``bas_sigma_frames`` = 5). A protocol with
+  ``bas_tolerance_ms`` (``singer-paper``: 50 ms, Bailando's 3 frames at 60 Hz) uses
+  ``ms * fps / 1000`` frames instead (1.25 at 25 fps).
 * Edge cases (Bailando's code would crash on both): no motion beat (monotone speed) -> every ``d_b`` is
   infinite and BA = 0; no music beat -> the clip has no BA (NaN in ``per_clip``, left out of the mean,
   listed in ``extras["clips_without_music_beats"]``).
@@ -145,7 +147,7 @@ def bas_clip(
     beats = music_beats(audio_clip.audio, audio_clip.sample_rate, generated.fps)
     try:
         return bas_from_landmarks(
-            clip_landmarks(frames, be), beats, proto.bas_sigma_frames, proto.bas_tolerance_frames
+            clip_landmarks(frames, be), beats, proto.bas_sigma_frames, proto.bas_tolerance
         )
     except MetricInputError as e:
         raise MetricInputError(f"{name}: {e}") from None
@@ -173,7 +175,8 @@ class BAS(LandmarkMetric, Metric):
         extras: dict = {
             "protocol": self.protocol.name,
             "sigma_frames": self.protocol.bas_sigma_frames,
-            "tolerance_frames": self.protocol.bas_tolerance_frames,
+            "tolerance_frames": self.protocol.bas_tolerance,
+            "tolerance_ms": self.protocol.bas_tolerance * 1000.0 / self.protocol.fps,
             "head_points": "brows 17-26, nose 27-35, eye corners 36 39 42 45",
             "clips_without_music_beats": [k for k in keys if math.isnan(vals[k])],
             "clips_without_motion_beats": [k for k in keys if self.per_clip[k].n_motion_beats == 0],
@@ -182,7 +185,9 @@ class BAS(LandmarkMetric, Metric):
         if vals:
             extras.update(self.backend.describe())
         value = float(np.mean(finite)) if finite else None
-        return MetricResult(self.name, value, self.higher_is_better, len(finite), vals, extras)
+        # a clip without a music beat has no BA: given to the metric, not scored (n_failed)
+        return MetricResult(self.name, value, self.higher_is_better, len(vals), vals, extras,
+                            n_failed=len(vals) - len(finite))
 
     def merge(self, other: Metric) -> Metric:
         return self._merge_per_clip(other)

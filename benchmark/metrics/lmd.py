@@ -8,7 +8,9 @@ Convention of the widely copied ``LMDMeter`` (AD-NeRF / RAD-NeRF / ER-NeRF evalu
    ``eval_size`` when set (both clips resized).
 2. Keep the mouth points 48-67 (``lmd``) or all 68 (``lmd_face``); subtract each frame's mean point
    from that frame's points (removes head translation, not scale or rotation).
-3. Per frame, the mean over points of the L2 distance between generated and ground-truth points.
+3. Per frame, the mean over points of the L2 distance between generated and ground-truth points
+   (protocol ``lmd_reduction="mean"``, shv-v1), or their sum (``"sum"``, protocol ``singer-paper``: the
+   SINGER paper's scale, LMD summed over the 20 mouth points in pixels at 512x512).
 4. Per clip, the mean over frames; the dataset value is the mean over clips. (LMDMeter averages over
    all frames of the dataset; that frame-weighted mean is in ``extras["frame_weighted"]``; the two are
    equal when clips have equal length.)
@@ -41,10 +43,16 @@ class LMDValue:
     n_skipped: int  # frames skipped (no face in one of the clips)
 
 
+REDUCTIONS = ("mean", "sum")
+
+
 def landmark_distance(
-    gen: np.ndarray, gt: np.ndarray, points: np.ndarray | slice | None = None
+    gen: np.ndarray, gt: np.ndarray, points: np.ndarray | slice | None = None, reduction: str = "mean"
 ) -> np.ndarray:
-    """Per-frame LMD of (T, 68, 2) landmark arrays on ``points`` (default all); NaN where a face is missing."""
+    """Per-frame LMD of (T, 68, 2) landmark arrays on ``points`` (default all): the ``reduction``
+    (``"mean"`` or ``"sum"``) over points of the point distances; NaN where a face is missing."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"LMD reduction must be one of {REDUCTIONS}, got {reduction!r}")
     g = np.asarray(gen, dtype=np.float64)
     r = np.asarray(gt, dtype=np.float64)
     if g.shape != r.shape:
@@ -53,13 +61,14 @@ def landmark_distance(
         g, r = g[:, points], r[:, points]
     g = g - g.mean(axis=1, keepdims=True)
     r = r - r.mean(axis=1, keepdims=True)
-    return np.linalg.norm(g - r, axis=-1).mean(axis=1)
+    dist = np.linalg.norm(g - r, axis=-1)
+    return dist.sum(axis=1) if reduction == "sum" else dist.mean(axis=1)
 
 
-def lmd_from_landmarks(gen: np.ndarray, gt: np.ndarray) -> LMDValue:
+def lmd_from_landmarks(gen: np.ndarray, gt: np.ndarray, reduction: str = "mean") -> LMDValue:
     """Mouth and face LMD of one clip pair from their (T, 68, 2) landmarks (NaN rows: no face)."""
-    mouth = landmark_distance(gen, gt, MOUTH)
-    face = landmark_distance(gen, gt)
+    mouth = landmark_distance(gen, gt, MOUTH, reduction)
+    face = landmark_distance(gen, gt, reduction=reduction)
     ok = np.isfinite(face) & np.isfinite(mouth)
     n_ok = int(ok.sum())
     if n_ok == 0:
@@ -87,7 +96,7 @@ def lmd_clip(
     be = backend_for(backend, proto.landmark_backend)
     g, r = eval_frames(generated, ground_truth, proto)
     try:
-        return lmd_from_landmarks(clip_landmarks(g, be), clip_landmarks(r, be))
+        return lmd_from_landmarks(clip_landmarks(g, be), clip_landmarks(r, be), proto.lmd_reduction)
     except MetricInputError as e:
         raise MetricInputError(f"{ground_truth.clip_id or ground_truth.path}: {e}") from None
 
@@ -117,6 +126,7 @@ class LMD(LandmarkMetric, Metric):
         extras = {
             "protocol": self.protocol.name,
             "unit": "pixels at the evaluation resolution",
+            "reduction": f"{self.protocol.lmd_reduction} over points per frame",
             "points": "48-67 (mouth)" if field == "lmd" else "0-67 (face)",
             "frames": n_frames,
             "skipped_frames": sum(v.n_skipped for v in self.per_clip.values()),

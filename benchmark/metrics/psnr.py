@@ -12,6 +12,16 @@ Convention (protocol ``shv-v1``), identical per frame to scikit-image's
 * per clip: mean over frames; dataset: mean over clips.
 
 MSE is computed from exact integer sums of squared differences (int64), vectorised over the clip.
+
+The uint8 wrap-around variant (``psnr_uint8_wrap``, reported beside PSNR only under a protocol with
+``psnr_uint8_wrap=True``, i.e. ``singer-paper``): a known bug reproduced on purpose, as clean-fid's
+legacy modes do. ``np.mean((gen - gt) ** 2)`` on uint8 arrays never widens: the difference wraps
+modulo 256 and so does its square, so the "MSE" is the mean of ``((g - r) mod 256)^2 mod 256`` and can
+never exceed 255; PSNR = 10 log10(255^2 / that), capped per frame like PSNR, mean over frames, then
+clips. It is at least 24.05 dB for any pair of frames, which squeezes every method into a narrow band.
+Measured on the bundled sample's static baselines (crf 18): correct PSNR 16.6-24.2 dB, variant
+29.3-31.8 dB; the SINGER paper's eight methods span 28.3-30.7 dB. The variant is never reported as
+PSNR.
 """
 
 from __future__ import annotations
@@ -53,6 +63,32 @@ def psnr_frames(
     return psnr
 
 
+def wrapped_mse_frames(generated: np.ndarray, ground_truth: np.ndarray) -> np.ndarray:
+    """Per-frame mean of uint8 squared differences computed without widening (wrap-around, see the
+    module docstring); ``(T,)`` float64, each value in [0, 255]."""
+    _check_pair(generated, ground_truth)
+    out = np.empty(generated.shape[0], dtype=np.float64)
+    for t in range(generated.shape[0]):
+        d = np.subtract(generated[t], ground_truth[t], dtype=np.uint8)  # wraps modulo 256
+        out[t] = np.multiply(d, d, dtype=np.uint8).mean(dtype=np.float64)  # wraps again
+    return out
+
+
+def psnr_uint8_wrap_frames(
+    generated: np.ndarray,
+    ground_truth: np.ndarray,
+    data_range: float = 255.0,
+    cap_db: float | None = DEFAULT_CAP_DB,
+) -> np.ndarray:
+    """Per-frame PSNR of the uint8 wrap-around variant (never call it PSNR)."""
+    mse = wrapped_mse_frames(generated, ground_truth)
+    with np.errstate(divide="ignore"):
+        psnr = 10.0 * np.log10((data_range**2) / mse)
+    if cap_db is not None:
+        psnr = np.minimum(psnr, cap_db)
+    return psnr
+
+
 def psnr_clip(
     generated: np.ndarray,
     ground_truth: np.ndarray,
@@ -77,39 +113,62 @@ class PSNR(PerClipMeanMetric):
         )
         self.cap_db = float(cap_db if cap_db is not None else as_protocol(protocol).psnr_cap_db)
         self.max_length_mismatch = int(as_protocol(protocol).max_length_mismatch)
+        self.with_wrap = bool(as_protocol(protocol).psnr_uint8_wrap)
         super().__init__()
 
     def reset(self) -> None:
         super().reset()
         self.uncapped: dict[str, float] = {}
         self.n_identical: dict[str, int] = {}
+        self.wrapped: dict[str, float] = {}  # psnr_uint8_wrap per clip (only when the protocol asks)
 
     def score(self, generated: Clip, ground_truth: Clip) -> float:
         uncapped = psnr_frames(generated.frames, ground_truth.frames, self.data_range, cap_db=None)
-        self._last = (float(uncapped.mean()), int(np.count_nonzero(uncapped >= self.cap_db)))
+        wrap = None
+        if self.with_wrap:
+            wrap = float(psnr_uint8_wrap_frames(generated.frames, ground_truth.frames, self.data_range,
+                                                self.cap_db).mean())
+        self._last = (float(uncapped.mean()), int(np.count_nonzero(uncapped >= self.cap_db)), wrap)
         return float(np.minimum(uncapped, self.cap_db).mean())
 
     def update(self, generated: Clip, ground_truth: Clip) -> float:
         value = super().update(generated, ground_truth)
         key = next(reversed(self.per_clip))  # the key the base class just added
-        self.uncapped[key], self.n_identical[key] = self._last
+        self.uncapped[key], self.n_identical[key], wrap = self._last
+        if wrap is not None:
+            self.wrapped[key] = wrap
         return value
+
+    def results(self) -> list[MetricResult]:
+        """``[psnr]``, and ``psnr_uint8_wrap`` (a separate number, never PSNR) when the protocol asks."""
+        out = [self.compute()]
+        if self.with_wrap:
+            vals = {k: self.wrapped[k] for k in self.per_clip if k in self.wrapped}
+            finite = [v for v in vals.values() if np.isfinite(v)]
+            out.append(MetricResult(
+                "psnr_uint8_wrap", float(np.mean(finite)) if finite else None, True, len(vals), vals,
+                {"cap_db": self.cap_db, "definition": "mean over frames of 10 log10(255^2 / mean(uint8 "
+                 "(g - r)^2 without widening)); a reproduced bug, not PSNR"},
+                n_failed=len(vals) - len(finite),
+            ))
+        return out
 
     def compute(self) -> MetricResult:
         res = super().compute()
         unc = list(self.uncapped.values())
-        res.extras = {
+        res.extras.update({
             "cap_db": self.cap_db,
             "uncapped": float(np.mean(unc)) if unc else None,
             "n_frames_capped": int(sum(self.n_identical.values())),
-        }
+        })
         return res
 
     def merge(self, other: Any) -> PSNR:
         super().merge(other)
         self.uncapped.update(other.uncapped)
         self.n_identical.update(other.n_identical)
+        self.wrapped.update(other.wrapped)
         return self
 
 
-__all__ = ["PSNR", "mse_frames", "psnr_clip", "psnr_frames"]
+__all__ = ["PSNR", "mse_frames", "psnr_clip", "psnr_frames", "psnr_uint8_wrap_frames", "wrapped_mse_frames"]

@@ -127,7 +127,8 @@ def test_merge_of_shards_equals_one_pass(frames, singing):
     b.update(*clips(*pairs[1]))
     b.update(*clips(*pairs[2]))
     ref, merged = one.compute(), a.merge(b).compute()
-    assert merged.value == ref.value and merged.extras == ref.extras and merged.n_clips == ref.n_clips == 2
+    assert merged.value == ref.value and merged.extras == ref.extras and merged.n_scored == ref.n_scored == 2
+    assert ref.n_clips == 3 and ref.n_failed == 1  # the silent clip: given, not scored
     assert math.isnan(ref.per_clip["silent"]) and ref.extras["clips_without_music_beats"] == ["silent"]
     assert ref.value == pytest.approx(np.mean([ref.per_clip["c0"], ref.per_clip["c25"]]))
     assert BAS.higher_is_better is True
