@@ -17,7 +17,6 @@ videos generated elsewhere). Any size is accepted: metrics compare at the ground
 
 from __future__ import annotations
 
-import hashlib
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -58,12 +57,6 @@ class ClipInput:
 MethodOutput = np.ndarray | Path
 
 
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def safe_name(name: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import sys
 import types
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +16,6 @@ from benchmark.methods.base import ClipInput, Method, MethodError, MethodUnavail
 from benchmark.methods.singer import VARIANTS, SingerUnavailableError, load_generate_function
 from benchmark.metrics.bas import BAS
 from benchmark.metrics.fvd import FVD
-from benchmark.metrics.lmd import LMDValue
 from benchmark.metrics.ssim import SSIM
 from benchmark.runner import BenchConfig, read_clips, run_bench, state_names
 from shv_toolkit.core.errors import UsageError
