@@ -123,6 +123,10 @@ class FilterConfig:
     max_abs_pitch_deg: float | None = 35.0  # median |pitch|
     min_loudness_db: float | None = -45.0  # RMS dBFS of the vocals stem (of the mix without one)
     min_vocal_activity: float | None = 0.3  # share of 20 ms frames with voice-band energy
+    # a source fails when more than this share of its duration lies in damaged video or audio packets
+    # (decoders refused them; a video packet counts up to the next keyframe); clips overlapping damage
+    # are dropped as damaged_stream in any case
+    max_damaged_share: float | None = 0.5
     # --- how the scores are measured (not thresholds)
     sample_stride: int = 5  # sharpness, luminance and borders use every 5th frame (10 of 50)
     pose_stride: int = 10  # head pose on frames 0, 10, ..., 40; accuracy in perf/RESULTS.md (pose stride)
@@ -219,6 +223,9 @@ class BuildConfig:
         dthreads = self.clips.decoder_threads
         if dthreads is not None and (not isinstance(dthreads, int) or isinstance(dthreads, bool) or dthreads < 0):
             problems.append(f"clips.decoder_threads must be null (auto) or an integer >= 0, got {dthreads!r}")
+        share = self.filters.max_damaged_share
+        if share is not None and not 0 <= share <= 1:
+            problems.append(f"filters.max_damaged_share must be null or in [0, 1], got {share!r}")
         if not 0 < self.faces.crop_scale <= 1:
             problems.append(f"faces.crop_scale must be in (0, 1], got {self.faces.crop_scale!r}")
         if problems:

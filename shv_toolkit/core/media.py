@@ -17,14 +17,19 @@ Conventions (used by every stage and by the metrics):
 * Rotation metadata (display matrix) and non-square pixels (sample aspect ratio) are applied, and
   interlaced video is deinterlaced (``bwdif``), so frames come out as a viewer shows them;
   :func:`probe` reports that displayed size.
+* Damaged packets (a decoder refuses them as invalid data) are skipped as FFmpeg skips them, and
+  counted in a :class:`StreamDamage` when the caller passes one: a skipped audio packet becomes
+  silence of its duration (later audio keeps its time), a skipped video packet leaves the previous
+  frame on screen.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+from collections import deque
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
@@ -221,6 +226,114 @@ def _to_rgb(frame: av.VideoFrame, max_side: int | None, sar: Fraction = Fraction
     return img
 
 
+@dataclass
+class StreamDamage:
+    """Packets of one stream that its decoder refused, and the time they affect (seconds on the video's
+    time origin): an audio packet its own duration; a video packet up to the next keyframe, since the
+    later frames of its group of pictures are decoded from it."""
+
+    n_packets: int = 0
+    spans: list[tuple[float, float]] = field(default_factory=list)
+
+    def seconds(self) -> float:
+        """Seconds covered by the spans (overlaps counted once)."""
+        total, end = 0.0, -np.inf
+        for a, b in sorted(self.spans):
+            a = max(a, end)
+            if b > a:
+                total += b - a
+                end = b
+        return total
+
+    def within(self, start: float, end: float) -> float:
+        """Seconds of ``[start, end)`` covered by the spans."""
+        return StreamDamage(self.n_packets, [(max(a, start), min(b, end)) for a, b in self.spans]).seconds()
+
+
+@dataclass(frozen=True)
+class _Gap:
+    """A skipped packet's place in the decoded sequence: ``seconds`` long, at stream time ``t`` (None:
+    the packet had no timestamp)."""
+
+    seconds: float
+    t: float | None
+
+
+#: decoder errors that are not about one packet's data: never skipped
+_FATAL_DECODE_ERRORS = (av.error.MemoryError, av.error.EOFError, av.error.ExitError, av.error.ExternalError)
+
+
+def _packet_time(packet: av.Packet, tb: float) -> float | None:
+    ts = packet.pts if packet.pts is not None else packet.dts
+    return None if ts is None else float(ts) * tb
+
+
+def _decode_packets(c: av.container.InputContainer, stream: av.stream.Stream, origin: float,
+                    damage: StreamDamage | None) -> Iterator[av.frame.Frame | _Gap]:
+    """Frames of ``stream``, skipping packets its decoder refuses as invalid data (yielded as
+    :class:`_Gap`, recorded in ``damage``). ``origin``: the video's start time in seconds."""
+    tb = float(stream.time_base)
+    rate = getattr(stream, "sample_rate", None)
+    frame_size = getattr(stream.codec_context, "frame_size", 0) if stream.type == "audio" else 0
+    open_from: float | None = None  # video damage waiting for the next keyframe
+    last_t = 0.0
+    # with frame threads a decoder reports a packet's error while later packets are in flight: a video
+    # span starts at the oldest packet that may be the damaged one
+    ctx = stream.codec_context
+    frame_threads = (stream.type == "video" and bool(ctx.thread_type & av.codec.context.ThreadType.FRAME)
+                     and ctx.thread_count != 1)
+    recent: deque[float] = deque(maxlen=(ctx.thread_count or (os.cpu_count() or 1) + 1) if frame_threads else 1)
+    for packet in c.demux(stream):
+        t = _packet_time(packet, tb)
+        if t is not None:
+            recent.append(t)
+        dur = float(packet.duration or 0) * tb
+        if not dur and frame_size and rate:
+            dur = frame_size / rate
+        if t is not None:
+            last_t = t + dur
+        if open_from is not None and packet.is_keyframe and t is not None and damage is not None:
+            damage.spans.append((open_from, t - origin))
+            open_from = None
+        try:
+            frames = packet.decode()
+        except _FATAL_DECODE_ERRORS:
+            raise
+        except av.FFmpegError as exc:  # as FFmpeg's CLI: any error submitting one packet skips it
+            if not packet.size:
+                raise
+            start = (recent[0] if recent else last_t) - origin
+            log.debug("skipping a damaged %s packet at %.3f s: %s", stream.type, start, exc)
+            if damage is not None:
+                damage.n_packets += 1
+                if stream.type == "video":
+                    open_from = start if open_from is None else open_from
+                else:
+                    damage.spans.append((start, start + dur))
+            yield _Gap(dur, t)
+            continue
+        yield from frames
+    if open_from is not None and damage is not None:
+        damage.spans.append((open_from, max(open_from, last_t - origin)))
+
+
+def decode_frames(c: av.container.InputContainer, stream: av.stream.Stream,
+                  damage: StreamDamage | None = None) -> Iterator[av.frame.Frame]:
+    """The decoded frames of ``stream`` from the container's position, past damaged packets (see the
+    module docstring; ``damage`` records them)."""
+    origin = _video_origin(c)
+    for f in _decode_packets(c, stream, origin, damage):
+        if not isinstance(f, _Gap):
+            yield f
+
+
+def _video_origin(c: av.container.InputContainer) -> float:
+    v = video_stream(c)
+    if v is None or v.start_time is None:
+        return 0.0
+    return float(v.start_time * v.time_base)
+
+
 def _progressive(decoded: Iterable[av.VideoFrame], stream: av.video.stream.VideoStream) -> Iterator[av.VideoFrame]:
     """Decoded frames, deinterlaced with FFmpeg's ``bwdif`` (one frame per frame, timestamps kept) when
     the first frame is flagged interlaced; progressive video passes through untouched."""
@@ -310,6 +423,7 @@ def iter_source_frames(
     start: float = 0.0,
     end: float | None = None,
     decoder_threads: int = 0,
+    damage: StreamDamage | None = None,
 ) -> Iterator[tuple[int, SourceFrame]]:
     """Like :func:`iter_frames`, but yields each grid frame unconverted (:class:`SourceFrame`)."""
     if fps <= 0:
@@ -333,7 +447,7 @@ def iter_source_frames(
         prev: av.VideoFrame | None = None
         prev_t = -1.0
         try:
-            for frame in _progressive(c.decode(stream), stream):
+            for frame in _progressive(decode_frames(c, stream, damage), stream):
                 if frame.pts is None:
                     continue
                 t = float(frame.pts * frame.time_base) - t0 if frame.time_base else frame.pts * tb - t0
@@ -364,6 +478,7 @@ def iter_frames(
     end: float | None = None,
     max_side: int | None = None,
     decoder_threads: int = 0,
+    damage: StreamDamage | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(k, rgb)`` for the constant-rate grid ``t_k = k / fps`` with ``start <= t_k < end``.
 
@@ -371,9 +486,11 @@ def iter_frames(
     the same file agree. ``max_side`` downsizes frames (keeping aspect ratio) for analysis passes.
     ``decoder_threads``: FFmpeg's decoding threads, 0 = its choice (frame and slice threads on every
     core); 1 spares the CPU time frame threading costs (measured 1.3-1.6x the CPU of one thread at
-    360p and 720p) when other threads of the caller keep the cores busy anyway.
+    360p and 720p) when other threads of the caller keep the cores busy anyway. ``damage``: records the
+    damaged packets skipped (:class:`StreamDamage`).
     """
-    for k, sf in iter_source_frames(path, fps=fps, start=start, end=end, decoder_threads=decoder_threads):
+    for k, sf in iter_source_frames(path, fps=fps, start=start, end=end, decoder_threads=decoder_threads,
+                                    damage=damage):
         yield k, sf.rgb(max_side)
 
 
@@ -443,10 +560,11 @@ def read_audio(
     start: float = 0.0,
     end: float | None = None,
     stream_index: int = 0,
+    damage: StreamDamage | None = None,
 ) -> np.ndarray:
     """Decode one audio stream to mono ``float32`` at ``sample_rate``, samples ``[start, end)`` on the
     video's time origin (see the module docstring). Raises :class:`MediaError` without audio."""
-    return read_audio_channels(path, sample_rate, "mono", start, end, stream_index)[0]
+    return read_audio_channels(path, sample_rate, "mono", start, end, stream_index, damage)[0]
 
 
 def read_audio_channels(
@@ -456,6 +574,7 @@ def read_audio_channels(
     start: float = 0.0,
     end: float | None = None,
     stream_index: int = 0,
+    damage: StreamDamage | None = None,
 ) -> np.ndarray:
     """Decode one audio stream to ``(channels, n)`` float32 at ``sample_rate``: ``layout`` "mono",
     "stereo", or "auto" (mono for mono sources, else stereo). Samples ``[start, end)`` seconds on the
@@ -472,10 +591,27 @@ def read_audio_channels(
         resampler = av.AudioResampler(format="fltp", layout=layout, rate=sample_rate)
         chunks: list[np.ndarray] = []
         first_t: float | None = None
+        next_t: float | None = None  # stream time at which the next decoded audio should start
+        damaged = False
+        origin = _video_origin(c)
         try:
-            for frame in c.decode(stream):
-                if first_t is None and frame.pts is not None:
-                    first_t = float(frame.pts * (frame.time_base or stream.time_base))
+            for frame in _decode_packets(c, stream, origin, damage):
+                if isinstance(frame, _Gap):
+                    damaged = True
+                    first_t = frame.t if first_t is None else first_t
+                    next_t = frame.t if next_t is None else next_t
+                    continue
+                ft = None if frame.pts is None else float(frame.pts * (frame.time_base or stream.time_base))
+                first_t = ft if first_t is None else first_t
+                length = frame.samples / (frame.sample_rate or sample_rate)
+                if damaged and ft is not None and next_t is not None and ft - next_t > 0.5 * length:
+                    # after a damaged packet (the decoder may swallow more than that one): silence up to
+                    # this frame's time, so later audio keeps its place on the timeline
+                    chunks.append(np.zeros((n_ch, int(round((ft - next_t) * sample_rate))), np.float32))
+                    if damage is not None:
+                        damage.spans.append((next_t - origin, ft - origin))
+                if ft is not None:
+                    next_t = ft + length
                 for out in resampler.resample(frame):
                     chunks.append(out.to_ndarray().reshape(n_ch, -1))
             for out in resampler.resample(None):

@@ -119,6 +119,7 @@ def analyse_source(
     progress: bool = True,
     threads: int = 0,
     decoder_threads: int = 0,
+    damage: media.StreamDamage | None = None,
 ) -> SourceAnalysis:
     """Decode ``path`` once at analysis resolution; detect scenes on every frame and faces on the
     frames :class:`_KeyframeDetection` picks: every ``detect_stride * keyframe_multiple``-th grid frame
@@ -126,7 +127,7 @@ def analyse_source(
 
     ``threads`` > 0 runs face detection and scene cutting on two helper threads while this one decodes
     (mediapipe, OpenCV and NumPy release the GIL); the result is the same either way.
-    ``decoder_threads``: see :func:`media.iter_frames`.
+    ``decoder_threads``, ``damage`` (damaged video packets skipped): see :func:`media.iter_frames`.
     Raises :class:`shv_toolkit.core.errors.MediaError` for unreadable input.
     """
     t0 = time.perf_counter()
@@ -146,7 +147,7 @@ def analyse_source(
         faces = _KeyframeDetection(det, detect, stride, max(1, int(face_cfg.keyframe_multiple)),
                                    float(face_cfg.keyframe_agree_iou))
         for k, frame in media.iter_frames(path, fps=fps, max_side=scene_cfg.analysis_max_side,
-                                             decoder_threads=decoder_threads):
+                                             decoder_threads=decoder_threads, damage=damage):
             if n == 0:
                 size = (frame.shape[1], frame.shape[0])
             faces.push(k, frame)

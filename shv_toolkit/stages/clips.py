@@ -77,6 +77,7 @@ class ClipSpec:
     pad_fraction: float
     crop_ok: bool = True
     crop_reason: str | None = None
+    damaged_seconds: float = 0.0  # seconds of the clip lying in damaged packets of the source (media.StreamDamage)
 
     @property
     def n_frames(self) -> int:

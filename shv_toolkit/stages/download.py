@@ -36,7 +36,7 @@ from typing import Any, Literal
 from shv_toolkit.config import DownloadConfig
 from shv_toolkit.core.atomic import atomic_write_text
 from shv_toolkit.core.errors import MediaError, SourceError, UsageError
-from shv_toolkit.core.media import MediaInfo, probe, video_stream
+from shv_toolkit.core.media import MediaInfo, decode_frames, probe, video_stream
 from shv_toolkit.inputs import SourceSpec, safe_filename
 
 log = logging.getLogger(__name__)
@@ -129,12 +129,12 @@ def _check_decodable(path: Path, info: MediaInfo) -> None:
                 raise MediaError(f"no video stream: {name}")
             tb = float(v.time_base)
             t0 = float(v.start_time * v.time_base) if v.start_time is not None else 0.0
-            first = next(iter(c.decode(v)), None)
+            first = next(decode_frames(c, v), None)
             if first is None:
                 raise MediaError(f"no decodable video frame: {name}")
             c.seek(0)
             a = c.streams.audio[0]
-            if next(iter(c.decode(a)), None) is None:
+            if next(decode_frames(c, a), None) is None:
                 raise MediaError(f"no decodable audio frame: {name}")
             vdur = _video_stream_duration(v)
             fps = info.fps or 25.0
@@ -149,7 +149,7 @@ def _check_decodable(path: Path, info: MediaInfo) -> None:
             tail = max(0.0, vdur - 2.0)
             c.seek(int((tail + t0) / tb), stream=v, backward=True, any_frame=False)
             last_t = None
-            for frame in c.decode(v):
+            for frame in decode_frames(c, v):
                 if frame.pts is not None:
                     last_t = frame.pts * tb - t0
     except av.FFmpegError as exc:
