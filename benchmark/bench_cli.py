@@ -26,7 +26,8 @@ examples:
 
 outputs in --out (shared by all methods; re-running a method replaces its row, other rows stay):
   leaderboard.csv     one row per method x dataset x protocol, Table 1 column order, empty cell = not
-                      measured with the reason in the `missing` column (never 0)
+                      measured with the reason in the `missing` column (never 0); <column>_lo/_hi: 95%
+                      bootstrap interval over the test clips (--bootstrap, --bootstrap-seed)
   leaderboard.md      the same table in Markdown      leaderboard.png   bars per metric (arrow: better)
   report.html         self-contained: table, reasons, failed clips, stills ground truth vs each method
   per_clip.parquet    every per-clip value and error  videos/<row>/      generated videos (with audio)

@@ -280,7 +280,10 @@ def _metric_fingerprint(name: str, metric: Metric, options: dict[str, Any] | Non
         hashes = {}
     # options that cannot change a value (where it runs, whether a bar shows) stay out of it
     opts = {k: v for k, v in (options or {}).items() if v is not None and k not in _NOT_FINGERPRINTED}
-    return _digest({"metric": name, "class": type(metric).__qualname__, "options": opts, "hashes": hashes})
+    # the state's layout too: a cached state of an older layout (a metric that gained a state field, as
+    # PSNR's ``wrapped``) is recomputed instead of failing to load
+    return _digest({"metric": name, "class": type(metric).__qualname__, "options": opts, "hashes": hashes,
+                    "state": state_names(metric)})
 
 
 def make_context(job: Job, strict: bool = False) -> Context:

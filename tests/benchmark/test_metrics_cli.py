@@ -115,3 +115,25 @@ def test_path_usage_errors_exit_2(dirs, capsys, tmp_path):
     assert code == 2 and "share a file name" in err
     assert metrics_main(["--generated", "x"]) == 2  # argparse: --ground-truth missing
     capsys.readouterr()
+
+
+def test_singer_paper_protocol_reports_the_wrap_variant_beside_psnr(dirs, capsys):
+    from benchmark.metrics.base import resize_frames
+
+    code, out, _ = run(capsys, "-g", str(dirs["gen"]), "-r", str(dirs["gt"]), "--metrics", "psnr", "--json",
+                       "--per-clip", "--protocol", "singer-paper")
+    assert code == 0
+    doc = json.loads(out)
+    assert doc["protocol"]["name"] == "singer-paper"
+    assert doc["protocol"]["fingerprint"] == get_protocol("singer-paper").fingerprint()
+    assert set(doc["metrics"]) == {"psnr", "psnr_uint8_wrap"}
+    assert doc["metrics"]["psnr"]["n_scored"] == 2 and doc["metrics"]["psnr"]["n_failed"] == 0
+    for stem, gen_name in (("x", "x.mp4"), ("y", "y.mov")):
+        r = resize_frames(Clip.load(dirs["gt"] / f"{stem}.mp4").frames, (512, 512))  # the protocol's size
+        g = resize_frames(Clip.load(dirs["gen"] / gen_name).frames, (512, 512))[: len(r)]
+        r = r[: len(g)]
+        wrap = np.mean([10 * np.log10(255.0**2 / np.mean((a - b) ** 2)) for a, b in zip(g, r, strict=True)])
+        assert doc["metrics"]["psnr_uint8_wrap"]["per_clip"][stem] == pytest.approx(wrap, rel=1e-12)
+        assert doc["metrics"]["psnr"]["per_clip"][stem] == pytest.approx(psnr_clip(g, r), rel=1e-12)
+    code, out, _ = run(capsys, "-g", str(dirs["gen"]), "-r", str(dirs["gt"]), "--metrics", "psnr")
+    assert code == 0 and "psnr_uint8_wrap" not in out and "scored" in out

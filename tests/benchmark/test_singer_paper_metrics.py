@@ -173,3 +173,14 @@ def test_non_finite_clips_are_counted_as_failed_not_scored() -> None:
     assert r.extras["failed_clips"] == ["c"]
     d = r.to_dict()
     assert d["n_scored"] == 2 and d["n_failed"] == 1
+
+
+def test_cache_fingerprint_follows_the_state_layout(monkeypatch) -> None:
+    """A cached PSNR state from before ``wrapped`` existed is recomputed, not loaded into the new layout."""
+    from benchmark import runner
+
+    m = PSNR()
+    now = runner._metric_fingerprint("psnr", m, {})
+    assert "wrapped" in runner.state_names(m)
+    monkeypatch.setitem(runner._STATE_NAMES, PSNR, ["per_clip", "uncapped", "n_identical"])
+    assert runner._metric_fingerprint("psnr", m, {}) != now
