@@ -9,10 +9,14 @@ Per clip (all from local files, nothing downloaded):
   all its hidden layers (12 for base; the embedding output is not used) linearly interpolated along time to
   one vector per video frame: ``[T, layers, dim]``. :func:`window_features` then stacks ``window`` (5)
   neighbouring frames per frame (edges clamped): ``[T, window, layers, dim]`` (AudioProj input).
-* **Masks** from mediapipe face-mesh landmarks of the reference (first) frame, as Hallo (static per clip):
-  ``face`` = landmark bounding box enlarged by ``face_expand_ratio`` (1.2, Hallo), ``lip`` = lip-landmark
-  bounding box enlarged by ``lip_expand_ratio``; ``full`` = ones. The FaceLocator input is the face mask at
-  pixel resolution (3 channels); the attention masks are area-downsampled to latent resolution.
+* **Masks** from mediapipe face-mesh landmarks of the reference (first) frame (static per clip), with
+  ``data.masks: hallo`` (default) as Hallo's ``get_mask`` (checked against the release's outputs,
+  ``tests/singer_model/fixtures/upstream``): hard boxes around the face-oval landmarks (``face_expand_ratio``
+  1.2) and the lip landmarks (``lip_expand_ratio`` 2.0), resized to 64x64, Gaussian-blurred (51 / 31) and
+  min-max normalised; ``full`` = 1 - face, ``face`` = face - lip, ``lip`` = lip. The FaceLocator input is the
+  hard face box at pixel resolution (3 channels); the attention masks are area-resized from 64x64 to the
+  latent size (the identity at 512 px; Hallo resizes its PNGs bilinearly for the coarser UNet levels, the
+  model area-pools them). ``data.masks: boxes``: hard boxes around all landmarks / the lips, full = ones.
 * **Identity embedding** of the reference frame: insightface ``FaceAnalysis`` (``embedding``, 512-d, as Hallo)
   when insightface is installed and its models are in ``weights.face_analysis``; otherwise a documented
   fallback: the grey 32x32 face crop, standardised, through a fixed Gaussian random projection (seed 0) to
@@ -61,12 +65,22 @@ class DataConfig:
     sample_rate: int = SAMPLE_RATE
     prefer_vocals: bool = True  #: audio from the vocals stem when the build produced one
     face_expand_ratio: float = 1.2  #: Hallo's face box enlargement
-    lip_expand_ratio: float = 1.3
+    lip_expand_ratio: float = 2.0  #: Hallo's lip box enlargement (get_mask's default)
+    #: "hallo": Hallo's masks (blurred at 64x64; full = 1 - face, face = face - lip; :func:`hallo_masks`);
+    #: "boxes": hard landmark boxes, full = ones (this project's earlier masks)
+    masks: str = "hallo"
     identity_backend: str = "auto"  #: "auto" (insightface if present, else fallback), "insightface", "fallback"
+
+    def __post_init__(self) -> None:
+        if self.masks not in MASK_SCHEMES:
+            raise ValueError(f"data.masks must be one of {MASK_SCHEMES}, got {self.masks!r}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DataConfig:
         return cls(**d)
+
+
+MASK_SCHEMES = ("hallo", "boxes")
 
 
 # ---------------------------------------------------------------------------------------------- audio
@@ -144,6 +158,63 @@ class FaceLandmarker:
         self._mesh.close()
 
 
+def _face_oval_ids() -> np.ndarray:
+    from shv_toolkit.core.mediapipe_import import import_mediapipe
+
+    return np.array(sorted({i for pair in import_mediapipe().solutions.face_mesh.FACEMESH_FACE_OVAL for i in pair}))
+
+
+#: Hallo blurs its attention masks at 64x64 (the latent side at 512 px) with these Gaussian kernels
+HALLO_MASK_SIZE = 64
+HALLO_FACE_KERNEL = 51
+HALLO_LIP_KERNEL = 31
+
+
+def hallo_box(points: np.ndarray, height: int, width: int, ratio: float) -> tuple[int, int, int, int]:
+    """``(x0, x1, y0, y1)`` of Hallo's expanded landmark box (``expand_region`` semantics): the rounded
+    bounding box's centre (floor-halved) and side times ``ratio`` (floor-halved), then shifted, not clipped,
+    back inside the image; Python rounding of the float ends."""
+    lo, hi = np.round(points.min(0)), np.round(points.max(0))
+    out: list[int] = []
+    for axis, size in ((0, width), (1, height)):
+        a, b = float(lo[axis]), float(hi[axis])
+        mid, half = (a + b) // 2, ((b - a) * ratio) // 2
+        a, b = mid - half, mid + half
+        if a < 0:
+            a, b = 0.0, b - a
+        if b > size:
+            a, b = a - (b - size), float(size)
+        out += [round(a), round(b)]
+    return out[0], out[1], out[2], out[3]
+
+
+def _hallo_blur(mask: np.ndarray, kernel: int) -> np.ndarray:
+    small = cv2.resize(mask, (HALLO_MASK_SIZE, HALLO_MASK_SIZE))
+    return cv2.normalize(cv2.GaussianBlur(small, (kernel, kernel), 0), None, 0, 255, cv2.NORM_MINMAX)
+
+
+def hallo_masks(points: np.ndarray, height: int, width: int, face_expand_ratio: float = 1.2,
+                lip_expand_ratio: float = 2.0, face_ids: np.ndarray | None = None,
+                lip_ids: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Hallo's masks from face-mesh landmarks (``points`` ``(468+, 2)`` pixels of an ``height x width`` image), as
+    uint8 images: ``face_region`` (hard face box at image size: the FaceLocator input), and at 64x64
+    ``full`` (255 - blurred face, truncated as the release's float round trip), ``face`` (blurred face minus
+    blurred lips, saturating) and ``lip`` (blurred lips). Face box: the face-oval landmarks; lip box: the lip
+    landmarks (for a face their box is the outer lip contour's, which Hallo uses)."""
+    face_ids = _face_oval_ids() if face_ids is None else face_ids
+    lip_ids = _lip_ids() if lip_ids is None else lip_ids
+    boxes = {}
+    for name, ids, ratio in (("face", face_ids, face_expand_ratio), ("lip", lip_ids, lip_expand_ratio)):
+        x0, x1, y0, y1 = hallo_box(points[ids], height, width, ratio)
+        m = np.zeros((height, width), np.uint8)
+        m[y0:y1, x0:x1] = 255
+        boxes[name] = m
+    face_blur = _hallo_blur(boxes["face"], HALLO_FACE_KERNEL)
+    lip_blur = _hallo_blur(boxes["lip"], HALLO_LIP_KERNEL)
+    full = ((1.0 - face_blur / 255.0) * 255).astype(np.uint8)
+    return {"face_region": boxes["face"], "full": full, "face": cv2.subtract(face_blur, lip_blur), "lip": lip_blur}
+
+
 def _box_mask(points: np.ndarray, ratio: float, h: int, w: int) -> np.ndarray:
     (x0, y0), (x1, y1) = points.min(0), points.max(0)
     cx, cy, hw, hh = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) * ratio / 2, (y1 - y0) * ratio / 2
@@ -159,6 +230,7 @@ class FaceInfo:
     face_mask: np.ndarray  #: [H, W] float32 in {0, 1}
     lip_mask: np.ndarray  #: [H, W]
     box: tuple[int, int, int, int]  #: face landmark bounding box x0, y0, x1, y1 (pixels)
+    points: np.ndarray | None = None  #: the face-mesh landmarks (pixels)
 
 
 def face_info(frame: np.ndarray, landmarker: FaceLandmarker, cfg: DataConfig) -> FaceInfo:
@@ -170,7 +242,7 @@ def face_info(frame: np.ndarray, landmarker: FaceLandmarker, cfg: DataConfig) ->
     x0, y0 = np.floor(pts.min(0)).astype(int)
     x1, y1 = np.ceil(pts.max(0)).astype(int)
     return FaceInfo(_box_mask(pts, cfg.face_expand_ratio, h, w), _box_mask(pts[landmarker.lip_ids], cfg.lip_expand_ratio, h, w),
-                    (max(0, x0), max(0, y0), min(w, x1), min(h, y1)))
+                    (max(0, x0), max(0, y0), min(w, x1), min(h, y1)), pts)
 
 
 # ---------------------------------------------------------------------------------------------- identity
@@ -294,8 +366,15 @@ class Preprocessor:
         def small(m: np.ndarray) -> torch.Tensor:
             return F.adaptive_avg_pool2d(torch.from_numpy(m)[None, None], (h, w))[0, 0]
 
-        return Conditioning(ref, self.identity(img, info.box).float(), torch.from_numpy(info.face_mask),
-                            torch.ones(h, w), small(info.face_mask), small(info.lip_mask))
+        emb = self.identity(img, info.box).float()
+        if self.cfg.masks == "boxes":
+            return Conditioning(ref, emb, torch.from_numpy(info.face_mask), torch.ones(h, w), small(info.face_mask),
+                                small(info.lip_mask))
+        hm = {k: v.astype(np.float32) / 255.0 for k, v in
+              hallo_masks(info.points, img.shape[0], img.shape[1], self.cfg.face_expand_ratio,
+                          self.cfg.lip_expand_ratio).items()}
+        return Conditioning(ref, emb, torch.from_numpy(hm["face_region"]), small(hm["full"]), small(hm["face"]),
+                            small(hm["lip"]))
 
     def close(self) -> None:
         if self._landmarker is not None:
