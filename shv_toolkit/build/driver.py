@@ -21,8 +21,9 @@ from shv_toolkit import __version__
 from shv_toolkit.build.layout import BuildLayout
 from shv_toolkit.build.markers import Markers
 from shv_toolkit.build.processor import close_processors
+from shv_toolkit.build.report import write_report
 from shv_toolkit.build.rows import bad_line_row, one_line, relative, source_row
-from shv_toolkit.build.summary import BuildSummary, drop_reason_key, summarise
+from shv_toolkit.build.summary import BuildSummary, summarise
 from shv_toolkit.build.units import (
     GROUP_CLIPS,
     AnalyseTask,
@@ -185,7 +186,7 @@ class Driver:
             kept = sum(1 for c in clips if c["keep"])
             row["n_clips_total"], row["n_clips_kept"] = len(clips), kept
             if kept == 0:
-                reasons = Counter(drop_reason_key(c["drop_reason"]) for c in clips if c["drop_reason"])
+                reasons = Counter(c["drop_reason"] for c in clips if c["drop_reason"])
                 detail = ", ".join(f"{k} x{v}" for k, v in reasons.most_common()) or "no candidate clip"
                 row["status"], row["error"] = "empty", f"no clip kept ({detail})"
             else:
@@ -273,6 +274,7 @@ def run_build(
     for k in ("retried", "lost"):
         if eng.stats.get(k, 0) - stats0.get(k, 0):
             summary.tasks[k] = eng.stats[k] - stats0.get(k, 0)
+    summary.report = str(write_report(layout, cfg, config_hash, summary))  # refreshed by every run
     return summary
 
 

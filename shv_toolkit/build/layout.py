@@ -12,7 +12,9 @@ class BuildLayout:
 
         out/  sources.parquet clips.parquet train.parquet test.parquet build_config.json
               downloads/  clips/<source_id>/<clip_id>.mp4|.wav|.vocals.wav  logs/build.log
+              report.html
               work/<source_id>/  plan.json  groups/<i>.json  result.json  audio-<rate>.npy
+                                 thumbs/<clip_id>.jpg  (a still of every candidate clip, for the report)
     """
 
     out: Path
@@ -48,6 +50,16 @@ class BuildLayout:
 
     def group_file(self, source_id: str, index: int) -> Path:
         return self.work / source_id / "groups" / f"{index:05d}.json"
+
+    def thumbs_dir(self, source_id: str) -> Path:
+        return self.work / source_id / "thumbs"
+
+    def thumb(self, source_id: str, clip_id: str) -> Path:
+        return self.thumbs_dir(source_id) / f"{clip_id}.jpg"
+
+    @property
+    def report_file(self) -> Path:
+        return self.out / "report.html"
 
     def audio_cache(self, source_id: str, rate: int) -> Path:
         return self.work / source_id / f"audio-{int(rate)}.npy"

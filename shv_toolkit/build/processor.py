@@ -180,7 +180,9 @@ class SourceProcessor:
 
         t = time.perf_counter()
         clip_dir = layout.clip_dir(group.source_id)
-        scorer = ClipScorer(cfg.filters, cfg.faces.crop_scale)
+        pad_max = cfg.faces.max_pad_fraction if cfg.faces.out_of_frame == "pad" else 0.0
+        scorer = ClipScorer(cfg.filters, cfg.faces.crop_scale, max_pad_fraction=pad_max,
+                            thumbs_dir=layout.thumbs_dir(group.source_id))
         files = render_segment(src_path, specs, clip_dir, cfg.clips, audio16, vocals16,
                                on_clip=scorer, write_rejected=False, threads=self.threads.helpers,
                                decoder_threads=self.threads.decoder)

@@ -49,6 +49,10 @@ def bad_line_row(bl: InputLineError) -> dict[str, Any]:
                      n_clips_total=0, n_clips_kept=0)
 
 
+def _opt_float(v: Any) -> float | None:
+    return None if v is None else float(v)
+
+
 def clip_row(cfg: BuildConfig, out: Path, spec: ClipSpec, files: ClipFiles, clip_dir: Path,
              vocals_backend: str) -> dict[str, Any]:
     """The row of one rendered candidate clip; ``files.extra`` holds the scorer's verdict."""
@@ -68,7 +72,8 @@ def clip_row(cfg: BuildConfig, out: Path, spec: ClipSpec, files: ClipFiles, clip
         crop_cx=float(np.median(boxes[:, 0])), crop_cy=float(np.median(boxes[:, 1])),
         crop_side=float(np.median(boxes[:, 2])), crop_scale=float(cfg.faces.crop_scale),
         pad_fraction=float(spec.pad_fraction), keep=bool(extra.get("keep", False)),
-        drop_reason=extra.get("drop_reason"), vocals_backend=vocals_backend,
+        drop_reason=extra.get("drop_reason"), drop_value=_opt_float(extra.get("drop_value")),
+        drop_threshold=_opt_float(extra.get("drop_threshold")), vocals_backend=vocals_backend,
     )
     for k, v in (extra.get("scores") or {}).items():
         row[f"score_{k}"] = None if v is None else float(v)

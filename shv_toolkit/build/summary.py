@@ -12,13 +12,6 @@ from shv_toolkit.inputs import InputLineError
 STAGES = ("download", "analysis", "tracking", "audio", "vocals", "render", "total")
 
 
-def drop_reason_key(reason: str) -> str:
-    """The filter's name of a drop reason: ``'sharpness=8.1<15.0'`` -> ``'sharpness'``."""
-    for sep in ("=", "<", ">", ":"):
-        reason = reason.split(sep)[0]
-    return reason.strip()
-
-
 @dataclass
 class BuildSummary:
     n_sources: int
@@ -35,6 +28,7 @@ class BuildSummary:
     wall_seconds: float
     engine: str = ""
     tasks: dict[str, int] = field(default_factory=dict)  # tasks run this time: analyse, render, retried, lost
+    report: str = ""  # path of report.html (the dataset card), once written
 
     def exit_code(self) -> int:
         return 0 if (self.n_failed == 0 and self.n_input_errors == 0) else 1
@@ -58,6 +52,8 @@ class BuildSummary:
             lines.append(f"  FAILED {sid}: {err}")
         for name, path in self.manifests.items():
             lines.append(f"  {name}: {path}")
+        if self.report:
+            lines.append(f"  report (open in a browser): {self.report}")
         return "\n".join(lines)
 
 
@@ -79,7 +75,7 @@ def summarise(results: list[SourceResult], bad_lines: list[InputLineError], mani
                 kept += 1
                 kept_seconds += c["end_s"] - c["start_s"]
             else:
-                drops[drop_reason_key(c["drop_reason"] or "unknown")] += 1
+                drops[c["drop_reason"]] += 1
     for bl in bad_lines:
         failures.append((f"line {bl.line_no}", f"{bl.text[:80]}: {bl.reason}"))
     n_ok = sum(1 for r in results if r.source["status"] == "ok")

@@ -23,9 +23,15 @@ import pyarrow as pa
 
 from shv_toolkit.config import FilterConfig
 from shv_toolkit.core.errors import ShvError
-from shv_toolkit.manifest.scores import RULES, SCORE_DESCRIPTIONS, SCORE_NAMES
+from shv_toolkit.manifest.scores import (
+    CROP_OUT_OF_FRAME,
+    DROP_REASONS,
+    RULES,
+    SCORE_DESCRIPTIONS,
+    SCORE_NAMES,
+)
 
-SCHEMA_VERSION = "1.1"
+SCHEMA_VERSION = "1.2"
 SPLITS = ("train", "test")
 TABLES = ("sources", "clips", "train", "test")
 
@@ -120,7 +126,14 @@ CLIPS: tuple[Column, ...] = (
            "(filled black)"),
     *_SCORE_COLUMNS,
     Column("keep", B, False, "the clip passed every quality filter (always true with --filter-mode score-only)"),
-    Column("drop_reason", S, True, "first failing filter as name=value<threshold (or >), null when kept"),
+    Column("drop_reason", S, True, "the filter that dropped the clip: the name of its first failing score "
+           f"(see Quality filters) or {CROP_OUT_OF_FRAME} (pad_fraction above faces.max_pad_fraction, or above 0 "
+           "with faces.out_of_frame reject); null when kept (schema 1.2; before: name=value<threshold)", choices=DROP_REASONS),
+    Column("drop_value", F64, True, "the dropping filter's measured value (its score_<name>, or pad_fraction "
+           "for crop_out_of_frame); NaN: the score could not be measured (e.g. no audio); null when kept "
+           "(schema 1.2)"),
+    Column("drop_threshold", F64, True, "the threshold drop_value failed: below it for a minimum (min_* key), "
+           "above it for a maximum (max_* key); null when kept (schema 1.2)"),
     Column("split", S, True, "split of the clip's source; null when the source kept no clip (status empty)",
            choices=SPLITS),
     Column("vocals_backend", S, False, "name of the vocal separator used (e.g. spleeter-2stems, a demucs model) or none"),
@@ -219,10 +232,14 @@ def validate_rows(table: str, rows: list[dict[str, Any]]) -> None:
                     f"{table} row {i} ({rid}): column {c.name} must be one of {', '.join(c.choices)}, got {v!r:.80}"
                 )
         if table in ("clips", "train", "test"):
-            if bool(row["keep"]) and row["drop_reason"] is not None:
-                raise SchemaError(f"{table} row {i} ({rid}): kept clip has a drop_reason")
-            if not bool(row["keep"]) and not row["drop_reason"]:
-                raise SchemaError(f"{table} row {i} ({rid}): dropped clip without drop_reason")
+            drop = (row["drop_reason"], row["drop_value"], row["drop_threshold"])
+            if bool(row["keep"]) and drop != (None, None, None):
+                raise SchemaError(f"{table} row {i} ({rid}): kept clip has a drop_reason, drop_value or "
+                                  "drop_threshold")
+            if not bool(row["keep"]) and (not row["drop_reason"] or row["drop_threshold"] is None
+                                          or row["drop_value"] is None):
+                raise SchemaError(f"{table} row {i} ({rid}): dropped clip without drop_reason, drop_value "
+                                  "and drop_threshold")
         if table in ("train", "test"):
             if not bool(row["keep"]) or row["split"] != table:
                 raise SchemaError(f"{table} row {i} ({rid}): only kept clips of split {table} belong here")
@@ -298,9 +315,13 @@ def render_markdown() -> str:
         "",
         "## Quality filters",
         "",
-        "Filters run in this order; the first failing one is the clip's `drop_reason`, written as",
-        "`score=value<threshold` (or `>`), or `score=nan (not measured)`. A threshold of null disables its",
-        "filter; `--filter-mode score-only` keeps every clip but still stores the scores.",
+        "A clip whose crop leaves the source frame by more than `faces.max_pad_fraction` is dropped as",
+        f"`{CROP_OUT_OF_FRAME}` (`drop_value` = `pad_fraction`). The other filters run in this order; the",
+        "first failing one names the clip's `drop_reason` (the score's name), with the measured value in",
+        "`drop_value` and the threshold in `drop_threshold`. A score that could not be measured (NaN, e.g.",
+        "no audio) fails its filter with `drop_value` NaN. So `GROUP BY drop_reason` counts clips per filter.",
+        "A threshold of null disables its filter; `--filter-mode score-only` keeps every clip but still",
+        "stores the scores.",
         "",
         "| score column | threshold (config key) | default | drop when |",
         "|---|---|---|---|",

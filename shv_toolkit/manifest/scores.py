@@ -58,3 +58,11 @@ RULES: tuple[tuple[str, str, str], ...] = (
     ("loudness_db", ">=", "min_loudness_db"),
     ("vocal_activity", ">=", "min_vocal_activity"),
 )
+
+#: ``drop_reason`` of a clip whose crop leaves the source frame by more than ``faces.max_pad_fraction``
+#: (decided by the crop stage; its ``drop_value`` is the clip's ``pad_fraction``)
+CROP_OUT_OF_FRAME = "crop_out_of_frame"
+
+#: Every value ``drop_reason`` takes: the filter that dropped the clip (a score name, or the crop stage's
+#: out-of-frame check). A score that could not be measured fails under its own name with ``drop_value`` NaN.
+DROP_REASONS: tuple[str, ...] = (CROP_OUT_OF_FRAME, *SCORE_NAMES)

@@ -2,8 +2,9 @@
 
 Every filter first computes a score (stored per clip as ``score_<name>`` in ``clips.parquet``);
 :func:`decide` then compares the scores with the thresholds of :class:`~shv_toolkit.config.FilterConfig`
-in a fixed order and names the first failing filter, its value and its threshold in the drop reason
-(e.g. ``"sharpness=8.1<15.0"``). ``FilterConfig.mode == "score-only"`` keeps every clip.
+in a fixed order and returns the first failing filter's name (``drop_reason``, one of
+:data:`~shv_toolkit.manifest.scores.DROP_REASONS`), its value and its threshold (``drop_value``,
+``drop_threshold``). ``FilterConfig.mode == "score-only"`` keeps every clip.
 
 Input of :func:`score_clip` is the clip as the crop stage hands it over: ``(T, S, S, 3) uint8`` RGB
 crops (S = 512 by default; in a build, grey levels are the clips' own luma, see ``score_clip``'s ``grey``) in which the smoothed face box is centred and fills ``crop_scale`` of the
@@ -39,15 +40,16 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
 
 from shv_toolkit.config import FilterConfig
+from shv_toolkit.core.atomic import atomic_path
 from shv_toolkit.core.errors import MissingWeightsError
 from shv_toolkit.core.mediapipe_import import import_mediapipe
-from shv_toolkit.manifest.scores import RULES, SCORE_NAMES
+from shv_toolkit.manifest.scores import CROP_OUT_OF_FRAME, RULES, SCORE_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -411,21 +413,29 @@ def score_clip(
     return {k: s[k] for k in SCORE_NAMES}
 
 
-def _fmt(x: float) -> str:
-    if not math.isfinite(x):
-        return str(x)
-    return f"{x:.1f}" if abs(x) >= 1.0 else f"{x:.4g}"
+class Decision(NamedTuple):
+    """The keep/drop verdict of one clip. For a dropped clip: ``reason`` the failing filter (a score
+    name or ``crop_out_of_frame``), ``value`` its measured value (``nan``: not measured), ``threshold``
+    the threshold it failed; all three ``None`` for a kept clip."""
+
+    keep: bool
+    reason: str | None = None
+    value: float | None = None
+    threshold: float | None = None
 
 
-def decide(scores: dict[str, float], cfg: FilterConfig) -> tuple[bool, str | None]:
-    """``(keep, drop_reason)``: the first failing filter as ``"name=value<threshold"`` or ``>``.
+KEPT = Decision(True)
 
-    Filters run in the order of :data:`SCORE_NAMES`; a threshold set to ``None`` disables its filter;
-    a ``nan`` score (not measured) fails as ``"name=nan (not measured)"``. With
-    ``cfg.mode == "score-only"`` every clip is kept (``(True, None)``).
+
+def decide(scores: dict[str, float], cfg: FilterConfig) -> Decision:
+    """The first failing filter of ``scores``, as a :class:`Decision`.
+
+    Filters run in the order of :data:`~shv_toolkit.manifest.scores.RULES`; a threshold set to
+    ``None`` disables its filter; a ``nan`` score (not measured) fails its filter with value ``nan``.
+    With ``cfg.mode == "score-only"`` every clip is kept.
     """
     if cfg.mode == "score-only":
-        return True, None
+        return KEPT
     if cfg.mode != "filter":
         raise ValueError(f"unknown filter mode {cfg.mode!r}")
     for name, op, field_name in RULES:
@@ -435,13 +445,10 @@ def decide(scores: dict[str, float], cfg: FilterConfig) -> tuple[bool, str | Non
         if name not in scores:
             raise KeyError(f"score {name!r} missing")
         v = float(scores[name])
-        if math.isnan(v):
-            return False, f"{name}=nan (not measured)"
-        if op == ">=" and not v >= thr:
-            return False, f"{name}={_fmt(v)}<{_fmt(float(thr))}"
-        if op == "<=" and not v <= thr:
-            return False, f"{name}={_fmt(v)}>{_fmt(float(thr))}"
-    return True, None
+        passed = v >= thr if op == ">=" else v <= thr  # False for nan
+        if not passed:
+            return Decision(False, name, v, float(thr))
+    return KEPT
 
 
 # ------------------------------------------------------------------------------------ in a build
@@ -500,20 +507,50 @@ def close_pose_pool() -> None:
 class ClipScorer:
     """The per-clip step of a render: :func:`score_clip` and :func:`decide` on a finished clip, with
     a pose estimator borrowed from ``poses``. A crop the crop stage refused (``crop_ok`` False) is
-    dropped for that reason unless the mode is score-only. Thread-safe."""
+    dropped as ``crop_out_of_frame`` (value: its ``pad_fraction``, threshold: ``max_pad_fraction``)
+    unless the mode is score-only. With ``thumbs_dir``, a small JPEG still of every clip (its middle
+    frame, ``THUMB_SIZE`` pixels square) is written there as ``<clip_id>.jpg`` for the build report,
+    kept or dropped (dropped clips have no mp4). Thread-safe."""
 
-    def __init__(self, cfg: FilterConfig, crop_scale: float, poses: ModelPool | None = None) -> None:
-        self.cfg, self.crop_scale = cfg, crop_scale
+    def __init__(self, cfg: FilterConfig, crop_scale: float, poses: ModelPool | None = None, *,
+                 max_pad_fraction: float = 0.0, thumbs_dir: str | Path | None = None) -> None:
+        self.cfg, self.crop_scale, self.max_pad_fraction = cfg, crop_scale, float(max_pad_fraction)
         self.poses = poses if poses is not None else pose_pool()
+        self.thumbs_dir = Path(thumbs_dir) if thumbs_dir is not None else None
 
     def __call__(self, spec: Any, frames: Any, audio: np.ndarray | None,
                  vocals: np.ndarray | None) -> dict[str, Any]:
         """``spec``: the clip's :class:`~shv_toolkit.stages.clips.ClipSpec`; ``frames``: its
-        :class:`~shv_toolkit.stages.clips.ClipFrames`. Returns ``{"scores", "keep", "drop_reason"}``."""
+        :class:`~shv_toolkit.stages.clips.ClipFrames`. Returns ``{"scores", "keep", "drop_reason",
+        "drop_value", "drop_threshold"}``."""
         stats = FaceStats(spec.detected, spec.face_side_px, spec.other_face_ratio, crop_scale=self.crop_scale)
         with self.poses.borrow() as pose:
             scores = score_clip(frames, audio, vocals, stats, self.cfg, pose, grey=frames.grey)
-        keep, reason = decide(scores, self.cfg)
+        dec = decide(scores, self.cfg)
         if not spec.crop_ok and self.cfg.mode != "score-only":
-            keep, reason = False, spec.crop_reason
-        return {"scores": scores, "keep": keep, "drop_reason": reason}
+            dec = Decision(False, CROP_OUT_OF_FRAME, float(spec.pad_fraction), self.max_pad_fraction)
+        if self.thumbs_dir is not None:
+            write_thumbnail(frames[len(frames) // 2], self.thumbs_dir / f"{spec.clip_id}.jpg")
+        return {"scores": scores, "keep": dec.keep, "drop_reason": dec.reason, "drop_value": dec.value,
+                "drop_threshold": dec.threshold}
+
+
+#: side in pixels of the JPEG stills :class:`ClipScorer` writes
+THUMB_SIZE = 128
+THUMB_QUALITY = 80
+
+
+def encode_thumbnail(rgb: np.ndarray, size: int = THUMB_SIZE) -> bytes:
+    """``rgb`` (an ``(H, W, 3)`` uint8 frame) resized to ``size`` x ``size`` as JPEG bytes."""
+    small = cv2.resize(np.asarray(rgb), (size, size), interpolation=cv2.INTER_AREA)
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(small, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, THUMB_QUALITY])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def write_thumbnail(rgb: np.ndarray, path: Path, size: int = THUMB_SIZE) -> None:
+    """:func:`encode_thumbnail` of ``rgb`` written atomically to ``path``."""
+    data = encode_thumbnail(rgb, size)
+    with atomic_path(path, fsync=False) as tmp:  # a still, not data: no flush per clip
+        tmp.write_bytes(data)

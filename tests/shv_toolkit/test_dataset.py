@@ -29,7 +29,8 @@ def _clip_row(sid: str, i: int, split: str, keep: bool, vocals: bool) -> dict:
         "width": SIZE, "height": SIZE, "video_path": f"clips/{sid}/{cid}.mp4", "audio_path": f"clips/{sid}/{cid}.wav",
         "vocals_path": f"clips/{sid}/{cid}.vocals.wav" if vocals else None, "crop_cx": 180.0, "crop_cy": 144.0,
         "crop_side": 200.0, "crop_scale": 0.8, "pad_fraction": 0.0, "keep": keep,
-        "drop_reason": None if keep else "motion=0<0.15", "split": split,
+        "drop_reason": None if keep else "motion", "drop_value": None if keep else 0.0,
+        "drop_threshold": None if keep else 0.15, "split": split,
         "vocals_backend": "spleeter" if vocals else "none",
     }
     row.update({f"score_{n}": 1.0 for n in SCORE_NAMES})

@@ -13,6 +13,7 @@ import pytest
 
 from shv_toolkit.config import FilterConfig
 from shv_toolkit.core.media import read_audio, read_video
+from shv_toolkit.manifest.scores import DROP_REASONS, RULES
 from shv_toolkit.stages.filters import (
     _MODEL_POINTS,
     SCORE_NAMES,
@@ -104,7 +105,7 @@ def test_real_face_crops_pass(real_clips, real_scores):
     for (name, _, _), s in zip(real_clips, real_scores, strict=True):
         assert list(s) == list(SCORE_NAMES)
         assert all(isinstance(v, float) and math.isfinite(v) for v in s.values()), (name, s)
-        assert decide(s, cfg) == (True, None), (name, s)
+        assert decide(s, cfg) == (True, None, None, None), (name, s)
         assert s["face_presence"] == 1.0
         assert s["other_face_ratio"] == 0.0
         assert 100 < s["face_size_px"] < 300  # faces in these 288..360-line videos
@@ -123,31 +124,33 @@ def _reason(crops, stats, audio, cfg=None, pose=None, vocals=None):
 def test_blurred_copies_fail_on_sharpness(real_clips, real_scores, singing, pose):
     for (name, crops, stats), orig in zip(real_clips, real_scores, strict=True):
         blurred = np.stack([cv2.GaussianBlur(c, (0, 0), 6) for c in crops])
-        s, (keep, reason) = _reason(blurred, stats, singing, pose=pose)
-        assert not keep and reason.startswith("sharpness="), (name, reason)
-        assert reason.endswith("<15.0")
+        s, (keep, reason, value, thr) = _reason(blurred, stats, singing, pose=pose)
+        assert (keep, reason, thr) == (False, "sharpness", 15.0), (name, reason)
+        assert value == s["sharpness"] < thr
         assert s["sharpness"] < orig["sharpness"] / 3
 
 
 def test_dark_copies_fail_on_luminance(real_clips, singing, pose):
     for name, crops, stats in real_clips:
         dark = (crops.astype(np.float32) * 0.15).astype(np.uint8)
-        s, (keep, reason) = _reason(dark, stats, singing, pose=pose)
-        assert not keep and reason.startswith("luminance=") and reason.endswith("<40.0"), (name, reason)
+        s, (keep, reason, value, thr) = _reason(dark, stats, singing, pose=pose)
+        assert (keep, reason, thr) == (False, "luminance", 40.0), (name, reason)
+        assert value == s["luminance"] < thr
 
 
 def test_overexposed_copy_fails_on_max_luminance(real_clips, singing, pose):
     _, crops, stats = real_clips[0]
     bright = np.clip(crops.astype(np.float32) * 0.3 + 200, 0, 255).astype(np.uint8)
-    _, (keep, reason) = _reason(bright, stats, singing, pose=pose)
-    assert not keep and reason.startswith("luminance=") and reason.endswith(">220.0")
+    s, (keep, reason, value, thr) = _reason(bright, stats, singing, pose=pose)
+    assert (keep, reason, thr) == (False, "luminance", 220.0)  # the same filter name, the maximum's threshold
+    assert value == s["luminance"] > thr
 
 
 def test_frozen_copies_fail_on_motion(real_clips, singing, pose):
     for name, crops, stats in real_clips:
         frozen = np.repeat(crops[:1], len(crops), axis=0)
-        s, (keep, reason) = _reason(frozen, stats, singing, pose=pose)
-        assert not keep and reason == "motion=0<0.15", (name, reason)
+        s, d = _reason(frozen, stats, singing, pose=pose)
+        assert d == (False, "motion", 0.0, 0.15), (name, d)
         assert s["static_frame_share"] == 1.0
 
 
@@ -155,9 +158,9 @@ def test_slideshow_fails_on_static_frames(real_clips, singing, pose):
     # five real stills, each held for 10 frames: large jumps (motion passes) but 45 of 49 pairs identical
     _, crops, stats = real_clips[2]
     slides = np.repeat(crops[::10], 10, axis=0)
-    s, (keep, reason) = _reason(slides, stats, singing, pose=pose)
+    s, d = _reason(slides, stats, singing, pose=pose)
     assert s["motion"] > FilterConfig().min_motion
-    assert not keep and reason == "static_frame_share=0.9184>0.6", reason
+    assert d == (False, "static_frame_share", pytest.approx(45 / 49), 0.6), d
 
 
 def test_letterbox_and_pillarbox_fail_on_border(real_clips, real_scores, singing, pose):
@@ -165,36 +168,36 @@ def test_letterbox_and_pillarbox_fail_on_border(real_clips, real_scores, singing
         lb = crops.copy()
         lb[:, :80] = 0
         lb[:, -80:] = 0
-        s, (keep, reason) = _reason(lb, stats, singing, pose=pose)
+        s, d = _reason(lb, stats, singing, pose=pose)
         assert s["border_fraction"] == pytest.approx(160 / 512, abs=0.01), name
-        assert not keep and reason.startswith("border_fraction=") and reason.endswith(">0.25"), (name, reason)
+        assert d == (False, "border_fraction", s["border_fraction"], 0.25), (name, d)
         # luminance is measured inside the bars: unchanged
         assert s["luminance"] == pytest.approx(orig["luminance"], rel=0.1)
         pb = crops.copy()
         pb[:, :, :70] = 3  # near-black, not exactly zero, as after compression
         pb[:, :, -70:] = 5
-        s, (keep, reason) = _reason(pb, stats, singing, pose=pose)
+        s, d = _reason(pb, stats, singing, pose=pose)
         assert s["border_fraction"] == pytest.approx(140 / 512, abs=0.01), name
-        assert not keep and reason.startswith("border_fraction="), (name, reason)
+        assert d[:2] == (False, "border_fraction"), (name, d)
 
 
 def test_silent_and_missing_audio_fail(real_clips, singing, pose):
     name, crops, stats = real_clips[0]
-    _, (keep, reason) = _reason(crops, stats, np.zeros(2 * SR, np.float32), pose=pose)
-    assert (keep, reason) == (False, "loudness_db=-120.0<-45.0")
+    _, d = _reason(crops, stats, np.zeros(2 * SR, np.float32), pose=pose)
+    assert d == (False, "loudness_db", -120.0, -45.0)
     noise = np.random.default_rng(0).normal(0, 10 ** (-60 / 20), 2 * SR).astype(np.float32)
-    s, (keep, reason) = _reason(crops, stats, noise, pose=pose)
+    s, d = _reason(crops, stats, noise, pose=pose)
     assert s["loudness_db"] == pytest.approx(-60, abs=0.5)
-    assert not keep and reason.startswith("loudness_db=-60")
-    _, (keep, reason) = _reason(crops, stats, None, pose=pose)
-    assert (keep, reason) == (False, "loudness_db=nan (not measured)")
+    assert d == (False, "loudness_db", s["loudness_db"], -45.0)
+    _, (keep, reason, value, thr) = _reason(crops, stats, None, pose=pose)  # not measured: value nan
+    assert (keep, reason, thr) == (False, "loudness_db", -45.0) and math.isnan(value)
 
 
 def test_vocals_stem_is_preferred_over_the_mix(real_clips, singing, pose):
     _, crops, stats = real_clips[0]
-    s, (keep, reason) = _reason(crops, stats, singing, vocals=np.zeros(2 * SR, np.float32), pose=pose)
+    s, d = _reason(crops, stats, singing, vocals=np.zeros(2 * SR, np.float32), pose=pose)
     assert s["loudness_db"] == -120.0 and s["vocal_activity"] == 0.0
-    assert not keep and reason.startswith("loudness_db=")
+    assert d[:3] == (False, "loudness_db", -120.0)
     s2, _ = _reason(crops, stats, np.zeros(2 * SR, np.float32), vocals=singing, pose=pose)
     assert s2["loudness_db"] > -25
 
@@ -232,8 +235,8 @@ def test_second_dominant_face_fails(shared_media, singing, pose):
     both = np.concatenate([a, b], axis=2)
     crops, stats = crop_clip(both)
     assert (stats.other_face_ratio > 0.3).all()
-    s, (keep, reason) = _reason(crops, stats, singing[: len(crops) * SR // 25], pose=pose)
-    assert not keep and reason.startswith("other_face_ratio="), reason
+    s, d = _reason(crops, stats, singing[: len(crops) * SR // 25], pose=pose)
+    assert d == (False, "other_face_ratio", s["other_face_ratio"], 0.5), d
 
 
 def test_face_stats_rules():
@@ -249,7 +252,7 @@ def test_face_stats_rules():
     missing = FaceStats(np.r_[np.ones(45, bool), np.zeros(5, bool)], np.full(n, 150.0), np.zeros(n))
     s = score_clip(frames, None, None, missing, cfg)
     assert s["face_presence"] == 0.9
-    assert decide({**base, **s}, cfg) == (False, "face_presence=0.9<0.95")
+    assert decide({**base, **s}, cfg) == (False, "face_presence", 0.9, 0.95)
     with pytest.raises(ValueError, match="differ in length"):
         FaceStats(np.ones(3, bool), np.ones(2), np.zeros(3))
     with pytest.raises(ValueError, match="frames"):
@@ -260,12 +263,14 @@ def test_decide_order_disable_and_score_only(real_scores):
     cfg = FilterConfig()
     good = real_scores[0]
     bad = {**good, "sharpness": 8.1, "motion": 0.0}
-    assert decide(bad, cfg) == (False, "sharpness=8.1<15.0")  # first failing filter in order
-    assert decide(bad, replace(cfg, min_sharpness=None)) == (False, "motion=0<0.15")
-    assert decide({**good, "yaw_deg": 60.0}, cfg) == (False, "yaw_deg=60.0>45.0")
-    assert decide({**good, "pitch_deg": math.nan}, cfg) == (False, "pitch_deg=nan (not measured)")
-    assert decide({**good, "pitch_deg": math.nan}, replace(cfg, max_abs_pitch_deg=None)) == (True, None)
-    assert decide(bad, replace(cfg, mode="score-only")) == (True, None)
+    assert decide(bad, cfg) == (False, "sharpness", 8.1, 15.0)  # first failing filter in order
+    assert decide(bad, replace(cfg, min_sharpness=None)) == (False, "motion", 0.0, 0.15)
+    assert decide({**good, "yaw_deg": 60.0}, cfg) == (False, "yaw_deg", 60.0, 45.0)
+    keep, reason, value, thr = decide({**good, "pitch_deg": math.nan}, cfg)  # not measured
+    assert (keep, reason, thr) == (False, "pitch_deg", 35.0) and math.isnan(value)
+    assert decide({**good, "pitch_deg": math.nan}, replace(cfg, max_abs_pitch_deg=None)) == (True, None, None, None)
+    assert decide(bad, replace(cfg, mode="score-only")) == (True, None, None, None)
+    assert all(r in DROP_REASONS for r, _, _ in RULES)
     with pytest.raises(ValueError):
         decide(good, replace(cfg, mode="bogus"))
 
@@ -276,7 +281,7 @@ def test_score_only_still_scores(real_clips, singing):
     frozen = np.repeat(crops[:1], len(crops), axis=0)
     s = score_clip(frozen, singing, None, stats, cfg)
     assert s["motion"] == 0.0 and s["static_frame_share"] == 1.0
-    assert decide(s, cfg) == (True, None)
+    assert decide(s, cfg) == (True, None, None, None)
 
 
 def test_scores_from_the_luma_plane_match_scores_from_rgb(real_clips, singing, pose):
@@ -366,3 +371,42 @@ def test_motion_frames_stacked_resize_equals_frame_by_frame(size):
     got = motion_frames(grey)
     assert got.dtype == np.float32 and got.shape == (7, MOTION_SIZE, MOTION_SIZE)
     np.testing.assert_array_equal(got, expect.astype(np.float32))
+
+
+def test_clip_scorer_names_the_crop_drop_and_writes_a_still(real_clips, singing, pose, tmp_path):
+    """ClipScorer: a crop the crop stage refused is dropped as crop_out_of_frame with its pad_fraction and
+    the threshold; every clip leaves a JPEG still of its middle frame for the build report."""
+    from shv_toolkit.core import media
+    from shv_toolkit.manifest.scores import CROP_OUT_OF_FRAME
+    from shv_toolkit.stages import crop
+    from shv_toolkit.stages.clips import ClipFrames, ClipSpec
+    from shv_toolkit.stages.filters import THUMB_SIZE, ClipScorer, ModelPool
+
+    assert crop.REJECT_REASON == CROP_OUT_OF_FRAME  # the crop stage's reason is in the vocabulary
+    _, crops, stats = real_clips[0]
+    frames = ClipFrames(np.stack([media.rgb_to_i420(f, 2) for f in crops]), 2)
+    n = len(crops)
+    poses = ModelPool(lambda: pose)
+
+    def spec(cid: str, ok: bool) -> ClipSpec:
+        return ClipSpec(cid, "src", 0, 0, 0, n, np.zeros((n, 3)), stats.detected, stats.face_side_px,
+                        stats.other_face_ratio, pad_fraction=0.0 if ok else 0.4, crop_ok=ok,
+                        crop_reason=None if ok else crop.REJECT_REASON)
+
+    scorer = ClipScorer(FilterConfig(), 0.8, poses, max_pad_fraction=0.25, thumbs_dir=tmp_path)
+    kept = scorer(spec("kept", True), frames, singing, None)
+    assert (kept["keep"], kept["drop_reason"], kept["drop_value"], kept["drop_threshold"]) == (True, None, None, None)
+    out = scorer(spec("out", False), frames, singing, None)
+    assert (out["keep"], out["drop_reason"], out["drop_value"], out["drop_threshold"]) == (
+        False, CROP_OUT_OF_FRAME, 0.4, 0.25)
+    assert out["scores"] == kept["scores"]  # still scored
+    for cid in ("kept", "out"):
+        still = cv2.imread(str(tmp_path / f"{cid}.jpg"))
+        assert still.shape == (THUMB_SIZE, THUMB_SIZE, 3)
+        # the middle frame, not a black or a first frame
+        mid = cv2.resize(cv2.cvtColor(crops[n // 2], cv2.COLOR_RGB2BGR), (THUMB_SIZE, THUMB_SIZE),
+                         interpolation=cv2.INTER_AREA)
+        assert np.abs(still.astype(float) - mid).mean() < 6
+    score_only = ClipScorer(replace(FilterConfig(), mode="score-only"), 0.8, poses)
+    assert score_only(spec("so", False), frames, singing, None)["keep"]
+    assert not (tmp_path / "so.jpg").exists()  # no thumbs_dir: no still

@@ -43,7 +43,8 @@ def clip_row(sid: str, start: int, keep: bool, split: str, **kw) -> dict:
         "fps": 25.0, "n_frames": 50, "width": 512, "height": 512,
         "video_path": f"clips/{sid}/{start}.mp4", "audio_path": f"clips/{sid}/{start}.wav", "vocals_path": None,
         "crop_cx": 320.0, "crop_cy": 180.0, "crop_side": 250.0, "crop_scale": 0.8, "pad_fraction": 0.0,
-        "keep": keep, "drop_reason": None if keep else "sharpness=8.1<15.0", "split": split,
+        "keep": keep, "drop_reason": None if keep else "sharpness", "drop_value": None if keep else 8.1,
+        "drop_threshold": None if keep else 15.0, "split": split,
         "vocals_backend": "spleeter",
     }
     row.update({f"score_{n}": float(start) / 100 for n in SCORE_NAMES})
@@ -69,7 +70,8 @@ def test_write_read_with_pandas_pyarrow_duckdb(tmp_path):
     assert list(df["clip_id"]) == ["a-src-t0-000000", "a-src-t0-000050", "b-src-t0-000000", "b-src-t0-000050",
                                    "b-src-t0-000100"]
     assert df["keep"].tolist() == [True, True, True, True, False]
-    assert df.loc[4, "drop_reason"] == "sharpness=8.1<15.0"
+    assert tuple(df.loc[4, ["drop_reason", "drop_value", "drop_threshold"]]) == ("sharpness", 8.1, 15.0)
+    assert df.loc[:3, ["drop_reason", "drop_value", "drop_threshold"]].isna().all().all()
     assert df["score_yaw_deg"].isna().all() and df["vocals_path"].isna().all()
     assert (df["config_hash"] == HASH).all() and (df["schema_version"] == SCHEMA_VERSION).all()
     rows = mio.read_rows(paths["clips"])

@@ -21,7 +21,7 @@ REQUIRED_SOURCES = [
 REQUIRED_CLIPS = [
     "clip_id", "source_id", "scene_index", "track_id", "start_frame", "end_frame", "start_s", "end_s", "fps",
     "n_frames", "width", "height", "video_path", "audio_path", "vocals_path", "crop_cx", "crop_cy",
-    "crop_side", "crop_scale", "pad_fraction", "keep", "drop_reason", "split", "vocals_backend",
+    "crop_side", "crop_scale", "pad_fraction", "keep", "drop_reason", "drop_value", "drop_threshold", "split", "vocals_backend",
     "config_hash", "toolkit_version", "schema_version",
 ]
 
@@ -32,7 +32,8 @@ def clip_row(**kw) -> dict:
         "start_frame": 50, "end_frame": 100, "start_s": 2.0, "end_s": 4.0, "fps": 25.0, "n_frames": 50,
         "width": 512, "height": 512, "video_path": "clips/src1/a.mp4", "audio_path": "clips/src1/a.wav",
         "vocals_path": None, "crop_cx": 180.0, "crop_cy": 140.5, "crop_side": 200.0, "crop_scale": 0.8,
-        "pad_fraction": 0.0, "keep": True, "drop_reason": None, "split": "train", "vocals_backend": "none",
+        "pad_fraction": 0.0, "keep": True, "drop_reason": None, "drop_value": None, "drop_threshold": None,
+        "split": "train", "vocals_backend": "none",
         "config_hash": "abc", "toolkit_version": "0.1.0", "schema_version": sch.SCHEMA_VERSION,
     }
     row.update({f"score_{n}": 1.0 for n in SCORE_NAMES})
@@ -81,7 +82,12 @@ def test_valid_rows_pass_and_numpy_scalars_are_accepted():
         ("clips", clip_row(clip_id=None), "clip_id must not be null"),
         ("clips", clip_row(split="val"), "split must be one of train, test"),
         ("clips", clip_row(keep=False), "dropped clip without drop_reason"),
-        ("clips", clip_row(drop_reason="motion=0<0.15"), "kept clip has a drop_reason"),
+        ("clips", clip_row(keep=False, drop_reason="motion", drop_value=0.0), "dropped clip without drop_reason"),
+        ("clips", clip_row(drop_reason="motion"), "kept clip has a drop_reason"),
+        ("clips", clip_row(drop_value=0.5), "kept clip has a drop_reason, drop_value"),
+        # schema 1.2: the filter's name alone, from a fixed vocabulary
+        ("clips", clip_row(keep=False, drop_reason="motion=0<0.15", drop_value=0.0, drop_threshold=0.15),
+         "drop_reason must be one of"),
         ("test", clip_row(), "only kept clips of split test"),
         ("train", clip_row(video_path=None), "needs video_path"),
         ("sources", {"source_id": "x"}, "missing column"),
