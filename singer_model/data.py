@@ -6,8 +6,10 @@ Per clip (all from local files, nothing downloaded):
   ``scaling_factor``).
 * **Audio features**: wav2vec2 (``transformers.Wav2Vec2Model`` from a local ``save_pretrained`` folder, e.g.
   ``wav2vec2-base-960h``) on the 16 kHz track (the vocals stem when the build produced one), the outputs of
-  all its hidden layers (12 for base; the embedding output is not used) linearly interpolated along time to
-  one vector per video frame: ``[T, layers, dim]``. :func:`window_features` then stacks ``window`` (5)
+  all its hidden layers (12 for base; the embedding output is not used), one vector per video frame:
+  ``[T, layers, dim]``. With ``data.wav2vec_resample: before_transformer`` (default, Hallo's ``Wav2VecModel``,
+  checked against it) the CNN features are linearly resampled (``align_corners=True``) to ``T`` before the
+  projection and transformer; ``after_transformer`` runs the transformer at 50 Hz and resamples its outputs. :func:`window_features` then stacks ``window`` (5)
   neighbouring frames per frame (edges clamped): ``[T, window, layers, dim]`` (AudioProj input).
 * **Masks** from mediapipe face-mesh landmarks of the reference (first) frame (static per clip), with
   ``data.masks: hallo`` (default) as Hallo's ``get_mask`` (checked against the release's outputs,
@@ -69,11 +71,17 @@ class DataConfig:
     #: "hallo": Hallo's masks (blurred at 64x64; full = 1 - face, face = face - lip; :func:`hallo_masks`);
     #: "boxes": hard landmark boxes, full = ones (this project's earlier masks)
     masks: str = "hallo"
+    #: "before_transformer": the wav2vec2 CNN features are resampled to the video frame rate before the
+    #: transformer (Hallo's Wav2VecModel); "after_transformer": the transformer runs at 50 Hz and its hidden
+    #: states are resampled (this project's earlier features)
+    wav2vec_resample: str = "before_transformer"
     identity_backend: str = "auto"  #: "auto" (insightface if present, else fallback), "insightface", "fallback"
 
     def __post_init__(self) -> None:
         if self.masks not in MASK_SCHEMES:
             raise ValueError(f"data.masks must be one of {MASK_SCHEMES}, got {self.masks!r}")
+        if self.wav2vec_resample not in WAV2VEC_RESAMPLE:
+            raise ValueError(f"data.wav2vec_resample must be one of {WAV2VEC_RESAMPLE}, got {self.wav2vec_resample!r}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DataConfig:
@@ -81,13 +89,18 @@ class DataConfig:
 
 
 MASK_SCHEMES = ("hallo", "boxes")
+WAV2VEC_RESAMPLE = ("before_transformer", "after_transformer")
 
 
 # ---------------------------------------------------------------------------------------------- audio
 class AudioEncoder:
     """wav2vec2 features per video frame from a local ``transformers`` folder."""
 
-    def __init__(self, path: str | os.PathLike, device: str | torch.device = "cpu") -> None:
+    def __init__(self, path: str | os.PathLike, device: str | torch.device = "cpu",
+                 resample: str = "before_transformer") -> None:
+        if resample not in WAV2VEC_RESAMPLE:
+            raise ValueError(f"resample must be one of {WAV2VEC_RESAMPLE}, got {resample!r}")
+        self.resample = resample
         p = Path(path)
         if not (p / "config.json").is_file():
             raise MissingWeightsError(f"wav2vec2 (facebook/wav2vec2-base-960h folder): no config.json in {p}")
@@ -112,6 +125,16 @@ class AudioEncoder:
         if a.size < min_len:
             a = np.pad(a, (0, min_len - a.size))
         x = torch.from_numpy(a)[None].to(self.device)
+        if self.resample == "before_transformer":  # Hallo: CNN features [1, C, S] at 50 Hz -> n_frames
+            def to_frames(_m: torch.nn.Module, _i: Any, cnn: torch.Tensor) -> torch.Tensor:
+                return F.interpolate(cnn, size=n_frames, mode="linear", align_corners=True)
+
+            hook = self.model.feature_extractor.register_forward_hook(to_frames)
+            try:
+                out = self.model(x, output_hidden_states=True)
+            finally:
+                hook.remove()
+            return torch.stack(out.hidden_states[1:], dim=2)[0].float().cpu().contiguous()
         out = self.model(x, output_hidden_states=True)
         hs = torch.stack(out.hidden_states[1:], dim=2)[0]  # [S, layers, dim]
         feats = F.interpolate(hs.permute(1, 2, 0), size=n_frames, mode="linear", align_corners=True)

@@ -251,7 +251,7 @@ def load_pipeline(checkpoint_dir: str | os.PathLike, variant: str = "singer", de
         raise MissingWeightsError(f"{base / CONFIG_NAME}: weights.vae and weights.wav2vec2 are required")
     data = DataConfig.from_dict(conf.get("data") or {})
     vae = load_vae(vae_path, dtype=dtype, device=device)
-    pre = Preprocessor(data, vae, AudioEncoder(w2v_path, device),
+    pre = Preprocessor(data, vae, AudioEncoder(w2v_path, device, data.wav2vec_resample),
                        IdentityEmbedder(mcfg.image_embed_dim, _resolve(base, weights.get("face_analysis")),
                                         data.identity_backend))
     return SingerPipeline(net, pre, conf.get("scheduler"), device, conf.get("inference"))

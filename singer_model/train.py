@@ -248,7 +248,7 @@ class Trainer:
 
         vae = load_vae(w["vae"], device=dev)
         identity = IdentityEmbedder(mcfg.image_embed_dim, w.get("face_analysis"), cfg.data.identity_backend)
-        self.pre = Preprocessor(cfg.data, vae, AudioEncoder(w["wav2vec2"], dev), identity)
+        self.pre = Preprocessor(cfg.data, vae, AudioEncoder(w["wav2vec2"], dev, cfg.data.wav2vec_resample), identity)
         key = cache_key(cfg.data, w["vae"], w["wav2vec2"], identity.backend,
                         {"layers": mcfg.audio_layers, "dim": mcfg.audio_feature_dim, "emb": mcfg.image_embed_dim})
         self.cache = ClipCache(self.out / "cache", key)
