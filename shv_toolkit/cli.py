@@ -8,10 +8,13 @@ unreadable list file); 130 interrupted (rerun the same command to resume).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TextIO
 
 from shv_toolkit import __version__
 from shv_toolkit.config import BuildConfig
@@ -88,25 +91,74 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
     return cfg
 
 
-def _setup_logging(out: Path, verbose: bool) -> None:
+#: loggers whose warnings the console shows (others' records go to build.log only, errors excepted)
+_OWN_LOGGERS = ("shv_toolkit", "benchmark", "singer_model")
+
+
+def _own_or_error(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.ERROR or record.name.split(".")[0] in _OWN_LOGGERS
+
+
+def _setup_logging(out: Path, verbose: bool, console: TextIO) -> list[logging.Handler]:
+    """Everything to ``out/logs/build.log``; to ``console`` our own warnings (``-v``: everything from
+    DEBUG) and anyone's errors. Returns the handlers added to the root logger."""
     out.joinpath("logs").mkdir(parents=True, exist_ok=True)
     root = logging.getLogger()
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    fh = logging.FileHandler(out / "logs" / "build.log", encoding="utf-8")
+    fh = logging.FileHandler(log_file(out), encoding="utf-8")
     fh.setFormatter(fmt)
-    root.addHandler(fh)
-    sh = logging.StreamHandler(sys.stderr)
+    sh = logging.StreamHandler(console)
     level = logging.DEBUG if verbose else logging.WARNING
     sh.setLevel(level)
     # also as a filter: tqdm's logging redirect copies a console handler's filters but not its level
     sh.addFilter(lambda record: record.levelno >= level)
+    if not verbose:
+        sh.addFilter(_own_or_error)
     sh.setFormatter(fmt)
-    root.addHandler(sh)
+    for h in (fh, sh):
+        root.addHandler(h)
+    return [fh, sh]
+
+
+def log_file(out: Path) -> Path:
+    return out / "logs" / "build.log"
+
+
+@contextlib.contextmanager
+def native_stderr_to(path: Path) -> Iterator[TextIO]:
+    """Send file descriptor 2 to ``path`` (appending) while the block runs, and yield the console.
+
+    Native libraries (mediapipe, TFLite, absl, glog, FFmpeg) write their log lines to fd 2 directly,
+    between the progress bars; worker processes started inside the block inherit it. Python's own
+    console output goes on: ``sys.stderr`` is, until the block ends, a stream on a duplicate of the
+    original fd 2 (the yielded console), which tqdm, the logging console handler and our error messages
+    write to. Third-party Python warnings go to the log through :func:`logging.captureWarnings`.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = os.dup(2)
+    console = os.fdopen(os.dup(saved), "w", buffering=1, encoding=getattr(sys.stderr, "encoding", None) or "utf-8",
+                        errors="backslashreplace")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    old_stderr = sys.stderr
+    try:
+        os.dup2(fd, 2)
+        os.close(fd)
+        sys.stderr = console
+        logging.captureWarnings(True)
+        yield console
+    finally:
+        logging.captureWarnings(False)
+        sys.stderr = old_stderr
+        console.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        console.close()
 
 
 def _quiet_native_logs() -> None:
-    """mediapipe/TFLite log through glog/absl to stderr; keep warnings out of the progress bars."""
+    """Fewer glog/TFLite lines (what remains goes to build.log, see :func:`native_stderr_to`)."""
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -128,6 +180,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_usage(sys.stderr)
         print(f"shv-build: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    args.out.joinpath("logs").mkdir(parents=True, exist_ok=True)
+    # third-party native logging -> build.log from here on, in this process and in its workers
+    with native_stderr_to(log_file(args.out)) as console:
+        handlers = _setup_logging(args.out, args.verbose, console)
+        try:
+            return _run(parser, args, cfg)
+        finally:
+            for h in handlers:
+                logging.getLogger().removeHandler(h)
+                h.close()
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, cfg: BuildConfig) -> int:
+    """The engine and the build, once the console and the log are set up; returns the exit status."""
     from shv_toolkit.build import GROUP_CLIPS, run_build
     from shv_toolkit.core.engines import make_engine
 
@@ -141,7 +207,6 @@ def main(argv: list[str] | None = None) -> int:
     except ConnectionError as exc:
         print(f"shv-build: error: cannot start the {args.engine} engine: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    _setup_logging(args.out, args.verbose)
     try:
         summary = run_build(
             args.urls, args.out, cfg, progress=not args.no_progress, retry_failed=args.retry_failed,
