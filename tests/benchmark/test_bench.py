@@ -262,6 +262,41 @@ def test_fvd_on_two_clips(sample_build, tmp_path):
     assert not math.isnan(row["FVD"])
 
 
+def test_singer_paper_rows_beside_shv_v1_with_intervals_and_paper_tables(bench, tmp_path):
+    """The static method under singer-paper: its own table, LMD = 20 x shv-v1's per-point LMD on the same
+    512x512 clips, the wrap-around column beside PSNR, seeded intervals, and the paper's tables."""
+    out = tmp_path / "out"
+    shutil.copytree(bench["out"], out, ignore=shutil.ignore_patterns("cache", "videos"))
+    metrics = ["ssim", "psnr", "lmd"]
+    cfg = BenchConfig(method="static", manifest=bench["manifest"], out=out, metrics=metrics, progress=False,
+                      protocol="singer-paper", with_paper_rows=True, bootstrap_samples=200)
+    first = run_bench(cfg)
+    board = read_leaderboard(out)
+    measured = board[board["source"] == "measured"]
+    assert sorted(set(measured["protocol"])) == ["shv-v1", "singer-paper"]
+    v1 = measured[(measured["method"] == "static") & (measured["protocol"] == "shv-v1")].iloc[0]
+    paper = measured[(measured["method"] == "static") & (measured["protocol"] == "singer-paper")].iloc[0]
+    assert paper["LMD"] == pytest.approx(20 * v1["LMD"], rel=1e-9)
+    assert paper["PSNR"] == pytest.approx(v1["PSNR"], rel=1e-12) and paper["PSNR-uint8-wrap"] > paper["PSNR"]
+    assert math.isnan(v1["PSNR-uint8-wrap"])
+    per_clip = pd.read_parquet(out / "per_clip.parquet")
+    mine = per_clip[(per_clip["method"] == "static") & (per_clip["protocol"] == "singer-paper")]
+    for col, name in (("SSIM", "ssim"), ("PSNR-uint8-wrap", "psnr_uint8_wrap"), ("LMD", "lmd")):
+        vals = mine[name].to_numpy(dtype=float)
+        assert paper[col] == pytest.approx(vals.mean(), rel=1e-12)
+        # the interval from resampling the per-clip values by hand with the same seeded draws
+        draws = np.random.default_rng(0).integers(0, len(vals), size=(200, len(vals)))
+        reps = vals[draws].mean(axis=1)
+        assert (paper[f"{col}_lo"], paper[f"{col}_hi"]) == pytest.approx(tuple(np.quantile(reps, [0.025, 0.975])))
+    assert "200 resamples, seed 0" in paper["ci"]
+    again = run_bench(cfg)  # from the cache: the same intervals
+    assert again.row["LMD_lo"] == first.row["LMD_lo"] and again.row["SSIM_hi"] == first.row["SSIM_hi"]
+    md = (out / "leaderboard.md").read_text()
+    assert "### Protocol shv-v1" in md and "### Protocol singer-paper" in md
+    assert "### SINGER paper Table 1, SHV" in md and "### SINGER paper Table 5, SingingHead" in md
+    assert set(board[board["source"] == "paper"]["table"]) == {"Table 1", "Table 3", "Table 5"}
+
+
 def test_cli_help_and_list_methods(capsys):
     assert bench_cli.main(["--help"]) == 0
     text = capsys.readouterr().out
