@@ -24,6 +24,7 @@ or a clip failed, or files were unmatched; 2 usage error.
 
 def _metrics_parser() -> argparse.ArgumentParser:
     from benchmark.metrics import METRICS
+    from benchmark.metrics.base import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED
     from benchmark.protocol import PROTOCOLS
 
     p = argparse.ArgumentParser(
@@ -44,6 +45,11 @@ def _metrics_parser() -> argparse.ArgumentParser:
                    help="evaluation protocol (default: shv-v1; singer-paper: the SINGER paper's pixel scales "
                         "for LMD and Diversity, BAS tolerance 50 ms, and the paper's psnr_uint8_wrap "
                         "beside PSNR; see benchmark/protocol.py)")
+    p.add_argument("--bootstrap", type=int, default=BOOTSTRAP_SAMPLES, metavar="N",
+                   help=f"resamples of the 95%% bootstrap intervals over clips (default: {BOOTSTRAP_SAMPLES}; "
+                        "0: none)")
+    p.add_argument("--bootstrap-seed", type=int, default=BOOTSTRAP_SEED,
+                   help=f"seed of the bootstrap resamples (default: {BOOTSTRAP_SEED})")
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
     p.add_argument("--output", "-o", metavar="PATH", help="also write the JSON result to PATH")
     p.add_argument("--per-clip", action="store_true", help="include per-clip values")
@@ -99,12 +105,12 @@ def format_table(result: Any, per_clip: bool = False) -> str:
         f"protocol {proto.name} (fingerprint {proto.fingerprint()}): "
         f"{len(result.clip_ids)} of {result.n_pairs} pair(s) scored",
         "",
-        f"{'metric':<16}{'value':>12}  {'better':<7}{'scored':>7}{'failed':>7}  notes",
+        f"{'metric':<16}{'value':>12}  {'95% interval':<24}{'better':<7}{'scored':>7}{'failed':>7}  notes",
     ]
     notes_below: list[str] = []
     for name, r in result.results.items():
         if r.missing_reason:
-            lines.append(f"{name:<16}{'missing':>12}  {'':<7}{'':>7}{'':>7}  {r.missing_reason}")
+            lines.append(f"{name:<16}{'missing':>12}  {'':<24}{'':<7}{'':>7}{'':>7}  {r.missing_reason}")
             continue
         arrow = up if r.higher_is_better else down
         short = []
@@ -116,7 +122,12 @@ def format_table(result: Any, per_clip: bool = False) -> str:
                     notes_below.append(f"  {name}: {v}")
                 continue
             short.append(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}")
-        lines.append(f"{name:<16}{_fmt(r.value):>12}  {arrow:<7}{r.n_scored:>7}{r.n_failed:>7}  {', '.join(short)}")
+        ci = getattr(result, "intervals", {}).get(name)
+        ci_text = f"[{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci else ""
+        lines.append(f"{name:<16}{_fmt(r.value):>12}  {ci_text:<24}{arrow:<7}{r.n_scored:>7}{r.n_failed:>7}  "
+                     f"{', '.join(short)}")
+    if getattr(result, "ci", None):
+        lines += ["", f"95% interval: {result.ci}"]
     if notes_below:
         lines += ["", "warnings:", *notes_below]
     if result.extractor_hashes:
@@ -202,6 +213,8 @@ def metrics_main(argv: list[str] | None = None) -> int:
             strict=args.strict,
             progress=not args.no_progress and not args.json,
             metric_options=_metric_options(args),
+            bootstrap=args.bootstrap,
+            bootstrap_seed=args.bootstrap_seed,
         )
     except UsageError as exc:
         return usage(str(exc))

@@ -16,6 +16,7 @@ results are comparable exactly when those match. Shards evaluated separately com
 
 from __future__ import annotations
 
+import copy
 import inspect
 import logging
 import time
@@ -25,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmark.metrics import METRICS, metric_class
-from benchmark.metrics.base import Clip, Metric, MetricResult, align, resize_frames
+from benchmark.metrics.base import BOOTSTRAP_SEED, CI_LEVEL, Clip, Metric, MetricResult, align, resize_frames
 from benchmark.protocol import Protocol, as_protocol
 from shv_toolkit.core.errors import MissingWeightsError, ShvError, UsageError
 from shv_toolkit.core.jsoncodec import to_plain
@@ -109,6 +110,11 @@ class EvaluationResult:
     clip_ids: list[str] = field(default_factory=list)  # pairs that were loaded and aligned
     timings: dict[str, float] = field(default_factory=dict)  # seconds: "load" and per metric
     metric_objects: dict[str, Metric] = field(default_factory=dict, repr=False)  # for merge_results
+    # bootstrap intervals over the scored clips (``bootstrap_samples`` 0: none); see :func:`evaluate`
+    bootstrap_samples: int = 0
+    bootstrap_seed: int = BOOTSTRAP_SEED
+    intervals: dict[str, tuple[float, float] | None] = field(default_factory=dict)
+    fvd_shards: dict[str, Metric] = field(default_factory=dict, repr=False)  # clip -> one-clip FVD state
 
     @property
     def ok(self) -> bool:
@@ -117,6 +123,14 @@ class EvaluationResult:
 
     def value(self, name: str) -> float | None:
         return self.results[name].value
+
+    @property
+    def ci(self) -> str | None:
+        """How ``intervals`` were made (None when they were not)."""
+        if not self.bootstrap_samples:
+            return None
+        return (f"{CI_LEVEL:.0%} percentile bootstrap over the {len(self.clip_ids)} scored clips, "
+                f"{self.bootstrap_samples} resamples, seed {self.bootstrap_seed}; FVD recomputed per resample")
 
     def to_dict(self, per_clip: bool = False) -> dict[str, Any]:
         from benchmark import __version__
@@ -137,6 +151,8 @@ class EvaluationResult:
                     "generated": list(self.unmatched_generated),
                     "ground_truth": list(self.unmatched_ground_truth),
                 },
+                "intervals": {k: (None if v is None else list(v)) for k, v in self.intervals.items()},
+                "ci": self.ci,
                 "n_pairs": self.n_pairs,
                 "n_scored": len(self.clip_ids),
                 "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
@@ -196,8 +212,14 @@ def evaluate(
     strict: bool = False,
     progress: bool = True,
     metric_options: dict[str, dict[str, Any]] | None = None,
+    bootstrap: int = 0,
+    bootstrap_seed: int = BOOTSTRAP_SEED,
 ) -> EvaluationResult:
     """Score every pair with every metric in ``metrics`` (names of :data:`METRICS`).
+
+    ``bootstrap`` > 0: a 95 % percentile bootstrap interval of every number over the scored clips, with
+    that many seeded resamples (``result.intervals``; FVD resamples clips and recomputes the distance from
+    the drawn clips' window statistics, so each clip's FVD state is kept: about 2.6 MB per clip).
 
     ``pairs`` are ``(generated, ground_truth)`` as video paths or :class:`Clip` objects (at the
     protocol's fps); the clip id is the ground truth's ``clip_id`` or file stem. A
@@ -212,7 +234,10 @@ def evaluate(
     unknown = [n for n in names if n not in METRICS]
     if unknown:
         raise KeyError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")
-    res = EvaluationResult(protocol=proto, requested=names)
+    if bootstrap < 0:
+        raise UsageError(f"bootstrap must be >= 0, got {bootstrap}")
+    res = EvaluationResult(protocol=proto, requested=names, bootstrap_samples=int(bootstrap),
+                           bootstrap_seed=int(bootstrap_seed))
     if isinstance(pairs, MatchedPairs):
         res.unmatched_generated = [str(p) for p in pairs.unmatched_generated]
         res.unmatched_ground_truth = [str(p) for p in pairs.unmatched_ground_truth]
@@ -268,7 +293,14 @@ def evaluate(
         for name in list(objects):
             t1 = time.perf_counter()
             try:
-                objects[name].update(gen_a, gt_a)
+                if name == "fvd" and bootstrap:  # keep the clip's own state for the FVD interval
+                    shard = copy.copy(objects[name])
+                    shard.reset()
+                    shard.update(gen_a, gt_a)
+                    objects[name].merge(shard)  # the same sums as updating objects[name] directly
+                    res.fvd_shards[cid] = shard
+                else:
+                    objects[name].update(gen_a, gt_a)
             except MissingWeightsError as exc:
                 if strict:
                     raise
@@ -286,6 +318,25 @@ def evaluate(
     res.metric_objects = objects
     _collect(res)
     return res
+
+
+def _intervals(res: EvaluationResult) -> None:
+    """(Re)compute ``res.intervals`` from the metric objects (and the per-clip FVD states)."""
+    res.intervals = {}
+    if not res.bootstrap_samples or not res.clip_ids:
+        return
+    from benchmark.metrics.base import bootstrap_counts
+
+    counts = bootstrap_counts(len(res.clip_ids), res.bootstrap_samples, res.bootstrap_seed)
+    for name, obj in res.metric_objects.items():
+        if name == "fvd":
+            from benchmark.metrics.fvd import bootstrap_fvd
+
+            shards: list[Any] = [res.fvd_shards.get(c) for c in res.clip_ids]
+            for r in obj.results():
+                res.intervals[r.name] = bootstrap_fvd(shards, counts)[1] if r.value is not None else None
+            continue
+        res.intervals.update(obj.intervals(res.clip_ids, counts))
 
 
 def _clip_error(res: EvaluationResult, cid: str, where: str, reason: str, strict: bool) -> None:
@@ -319,6 +370,7 @@ def _collect(res: EvaluationResult) -> None:
             log.warning("metric %s: cannot hash its weights: %s", name, exc)
         for k, v in hashes.items():
             res.extractor_hashes[f"{name}.{k}"] = v
+    _intervals(res)
 
 
 def merge_results(a: EvaluationResult, b: EvaluationResult) -> EvaluationResult:
@@ -351,6 +403,7 @@ def merge_results(a: EvaluationResult, b: EvaluationResult) -> EvaluationResult:
     a.unmatched_ground_truth += b.unmatched_ground_truth
     a.n_pairs += b.n_pairs
     a.clip_ids += b.clip_ids
+    a.fvd_shards.update(b.fvd_shards)
     for k, v in b.timings.items():
         a.timings[k] = a.timings.get(k, 0.0) + v
     _collect(a)

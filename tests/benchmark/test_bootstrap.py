@@ -132,3 +132,36 @@ def test_row_intervals_from_cached_clip_records() -> None:
     again = row_intervals(records, {"fvd": template, "first": first}, {"fvd": merged_fvd, "first": merged_first},
                           ids, samples=40, seed=9)
     assert again == out  # seeded: reproducible
+
+
+def test_evaluate_fvd_interval_from_kept_clip_states(monkeypatch) -> None:
+    """shv-metrics' path: with bootstrap on, FVD is the same number, and its interval is the FVD of
+    explicitly resampled windows (a fixed random projection stands in for I3D so this runs in a second)."""
+    from benchmark.evaluate import evaluate
+    from benchmark.metrics.fvd import clip_features
+
+    proj = np.random.default_rng(1).normal(size=(16 * 4 * 4 * 3, FEATURE_DIM))
+
+    def fake_extract(batch: np.ndarray) -> np.ndarray:  # (B, 16, H, W, 3) uint8 -> (B, 400)
+        small = batch[:, :, ::8, ::8].reshape(len(batch), -1).astype(np.float64) / 255.0
+        return small @ proj
+
+    monkeypatch.setattr(FVD, "_extractor", lambda self: fake_extract)
+    rng = np.random.default_rng(0)
+    pairs = []
+    for i in range(4):
+        gt = rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+        gen = np.clip(gt.astype(int) + rng.integers(-30 - 10 * i, 31, gt.shape), 0, 255).astype(np.uint8)
+        pairs.append((Clip(gen, 25.0, clip_id=f"c{i}"), Clip(gt, 25.0, clip_id=f"c{i}")))
+    plain = evaluate(pairs, ["fvd"], progress=False)
+    res = evaluate(pairs, ["fvd"], progress=False, bootstrap=30, bootstrap_seed=4)
+    assert res.value("fvd") == plain.value("fvd") and plain.intervals == {}
+    feats = [(clip_features(fake_extract, g.frames, 16, 1), clip_features(fake_extract, r.frames, 16, 1))
+             for g, r in pairs]
+    counts = bootstrap_counts(4, 30, seed=4)
+    reps = []
+    for row in counts:
+        drawn = [feats[i] for i in range(4) for _ in range(row[i])]
+        reps.append(_fvd_of(np.concatenate([f[0] for f in drawn]), np.concatenate([f[1] for f in drawn])))
+    lo, hi = res.intervals["fvd"]
+    assert (lo, hi) == pytest.approx(tuple(np.quantile(reps, [0.025, 0.975])), rel=1e-8)

@@ -137,3 +137,22 @@ def test_singer_paper_protocol_reports_the_wrap_variant_beside_psnr(dirs, capsys
         assert doc["metrics"]["psnr"]["per_clip"][stem] == pytest.approx(psnr_clip(g, r), rel=1e-12)
     code, out, _ = run(capsys, "-g", str(dirs["gen"]), "-r", str(dirs["gt"]), "--metrics", "psnr")
     assert code == 0 and "psnr_uint8_wrap" not in out and "scored" in out
+
+
+def test_intervals_over_clips_are_seeded_and_match_resampling_by_hand(dirs, capsys):
+    argv = ["-g", str(dirs["gen"]), "-r", str(dirs["gt"]), "-m", "ssim,psnr", "--json", "--per-clip",
+            "--bootstrap", "300", "--bootstrap-seed", "7"]
+    code, out, _ = run(capsys, *argv)
+    assert code == 0
+    doc = json.loads(out)
+    assert "300 resamples, seed 7" in doc["ci"]
+    ids = ["x", "y"]  # clips in pair order
+    draws = np.random.default_rng(7).integers(0, 2, size=(300, 2))
+    for name in ("ssim", "psnr"):
+        vals = np.array([doc["metrics"][name]["per_clip"][c] for c in ids])
+        expected = np.quantile(vals[draws].mean(axis=1), [0.025, 0.975])
+        assert doc["intervals"][name] == pytest.approx(list(expected), rel=1e-12)
+    assert json.loads(run(capsys, *argv)[1])["intervals"] == doc["intervals"]  # reproducible
+    code, out, _ = run(capsys, "-g", str(dirs["gen"]), "-r", str(dirs["gt"]), "-m", "psnr", "--bootstrap", "0",
+                       "--json")
+    assert json.loads(out)["intervals"] == {} and json.loads(out)["ci"] is None
