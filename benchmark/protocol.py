@@ -85,8 +85,8 @@ SINGER_PAPER_EVIDENCE: dict[str, str] = {
     "cannot reach 41",
     "diversity_normaliser": "none: per-coordinate std over time (ddof=0) of the 136 landmark pixel "
     "coordinates, mean over the 136, mean over clips; the paper's GT 21.754 and methods' 0.67-17.5 are "
-    "pixel-scale motion (a per-frame spread of the points is ~100 px for any face at 512x512, measured "
-    "100-112 on the bundled sample)",
+    "pixel-scale motion over time (the std of the whole landmark array, np.std(landmarks), is 100-112 px "
+    "on all 13 clips of the bundled sample whatever the motion, so it is not what the paper reports)",
     "fvd_stride": "16: non-overlapping 16-frame windows, FVD's own clip length (Unterthiner et al. 2018) and "
     "StyleGAN-V's fvd2048_16f (16 consecutive frames per sample); the paper is silent",
     "bas_tolerance_ms": "50 ms: Bailando's exp(-d^2 / (2 * 3^2)) with d in frames at 60 Hz (3 frames = "
