@@ -45,7 +45,14 @@ class MSMConfig:
     Latents of another size use ``w`` bilinearly resized, with the pooled sum rescaled by the area ratio.
     The per-band gate is ``sigmoid(FC(.))`` per frame, reduced over frames with ``frame_reduction`` and
     multiplied by ``band_scale``: ``"mean"`` makes it frame-count independent; the release sums over frames
-    (trained with 14), reproduced exactly at 14 frames by ``mean`` with ``band_scale=14``.
+    (trained with 14, run at 16: ``frame_reduction="sum"``, the ``singer_release`` preset), which ``mean`` with
+    ``band_scale=14`` reproduces only at 14 frames (``singer_published``).
+
+    ``identity_init``: the last FC layer starts at zero, so every gate starts at ``sigmoid(0) * band_scale``;
+    with ``band_scale`` 2 and ``mean`` the module starts as the identity and training starts from Hallo's
+    audio tokens (the release's random init scales them by about 0.45). ``condition``: ``"every_step"``
+    conditions the gates on the DDIM step's ``z_t`` (the paper's Eq. 2); ``"initial_noise"`` once per window
+    on the initial noise, as the release's pipeline.
     """
 
     latent_channels: int = 4
@@ -53,6 +60,8 @@ class MSMConfig:
     fc_hidden: int = 2  #: release: Linear(4, 2) -> ReLU -> Linear(2, 1) -> Sigmoid
     frame_reduction: Literal["mean", "sum"] = "mean"
     band_scale: float = 1.0
+    identity_init: bool = False
+    condition: Literal["every_step", "initial_noise"] = "every_step"
 
 
 @dataclass(frozen=True)
@@ -77,7 +86,8 @@ class SingerConfig:
     """Whole network. ``use_msm=False, use_sfm=False`` is Hallo."""
 
     unet: UNetConfig = field(default_factory=UNetConfig)
-    msm: MSMConfig = field(default_factory=MSMConfig)
+    #: starts as the identity (gates 2 * sigmoid(0) = 1): training starts from Hallo's behaviour, as SFM's
+    msm: MSMConfig = field(default_factory=lambda: MSMConfig(band_scale=2.0, identity_init=True))
     sfm: SFMConfig = field(default_factory=SFMConfig)
     use_msm: bool = True
     use_sfm: bool = True
@@ -113,6 +123,12 @@ class SingerConfig:
         return replace(cls(msm=MSMConfig(frame_reduction="mean", band_scale=14.0)), **overrides)
 
     @classmethod
+    def singer_release(cls, **overrides: Any) -> SingerConfig:
+        """Full size with the release's MSM semantics: gates summed over the window's frames (16 at inference)
+        and conditioned once per window on the initial noise (``yl4467/singer``'s pipeline)."""
+        return replace(cls(msm=MSMConfig(frame_reduction="sum", band_scale=1.0, condition="initial_noise")), **overrides)
+
+    @classmethod
     def tiny(cls, **overrides: Any) -> SingerConfig:
         """Same architecture with few channels for CPU tests: 64x64 pixels -> 8x8 latents."""
         unet = UNetConfig(
@@ -128,7 +144,7 @@ class SingerConfig:
         )
         base = cls(
             unet=unet,
-            msm=MSMConfig(latent_size=8),
+            msm=MSMConfig(latent_size=8, band_scale=2.0, identity_init=True),
             sfm=SFMConfig(gate_dim=1, gate_hidden=2),
             face_locator_channels=(4, 8, 8, 8),
             image_embed_dim=8,

@@ -2,7 +2,7 @@
 
 Checkpoint directory (what :func:`load_pipeline` reads; ``shv-train`` writes every checkpoint in it)::
 
-    DIR/config.yaml          model:   SingerConfig as a dict (or {preset: full|tiny|hallo|singer_published})
+    DIR/config.yaml          model:   SingerConfig as a dict (or {preset: full|tiny|hallo|singer_published|singer_release})
                              data:    DataConfig (size, n_frames = window length, fps, ...)
                              weights: vae, wav2vec2, face_analysis (+ optional hallo_net / singer_net / sd15_unet /
                                       motion_module, as singer_model.checkpoints.WeightPaths)
@@ -23,7 +23,9 @@ window); each window is denoised from seeded Gaussian noise by DDIM (``steps``) 
 guidance (``guidance_scale``; ``pred = uncond + scale * (cond - uncond)``, skipped at scale 1); the last
 window is padded with the last audio frame and trimmed. The frames are at the model's resolution
 (``data.size``). ``steps``, ``guidance_scale`` and ``cfg_uncond`` not given to :meth:`SingerPipeline.generate`
-come from the checkpoint's ``inference`` section, else 40, 3.5 and ``"release"``.
+come from the checkpoint's ``inference`` section, else 40, 3.5 and ``"release"``. MSM gates are conditioned on
+each DDIM step's ``z_t`` (the paper), or once per window on the initial noise when the model's
+``msm.condition`` is ``"initial_noise"`` (the release; preset ``singer_release``).
 
 What the unconditional branch drops (``cfg_uncond``):
 
@@ -89,7 +91,7 @@ def model_config_from(d: dict[str, Any]) -> SingerConfig:
     preset = d.pop("preset", None)
     if preset is None:
         return SingerConfig.from_dict(d)
-    if preset not in ("full", "tiny", "hallo", "singer_published"):
+    if preset not in ("full", "tiny", "hallo", "singer_published", "singer_release"):
         raise UsageError(f"unknown model preset {preset!r}")
     return getattr(SingerConfig, preset)(**d)
 
@@ -207,10 +209,14 @@ class SingerPipeline:
             sched.set_timesteps(steps, device=dev)
             lat = torch.randn((1, ref.shape[0], win, *ref.shape[1:]), generator=gen).to(dev, dtype)
             lat = lat * sched.init_noise_sigma
+            # the release conditions MSM once per window on the initial noise; else at every step (z_t)
+            tokens = (net.encode_audio(af, lat) if net.msm is not None and net.cfg.msm.condition == "initial_noise"
+                      else None)
             for t in sched.timesteps:
                 inp = sched.scale_model_input(lat, t)
                 tt = t.reshape(1).to(dev)
-                pred = net(inp, tt, None, face_emb, af, region, *masks, reference_features=ref_feats)
+                pred = net(inp, tt, None, face_emb, af, region, *masks, reference_features=ref_feats,
+                           audio_tokens=tokens)
                 if guided:
                     if mode == "release":  # no FaceLocator feature (= Hallo's zeroed one), zero audio tokens
                         unc = net(inp, tt, None, zero_emb, af, None, *masks, audio_tokens=zero_tokens,

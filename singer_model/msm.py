@@ -45,6 +45,8 @@ class MultiScaleSpectralModule(nn.Module):
             nn.Linear(cfg.fc_hidden, 1, bias=False),
             nn.Sigmoid(),
         )
+        if cfg.identity_init:
+            nn.init.zeros_(self.fc[2].weight)
 
     def weight_for(self, height: int, width: int) -> torch.Tensor:
         """``w`` at a latent size; bilinear resize plus area rescale when it differs from the trained size."""

@@ -60,6 +60,8 @@ def make_tiny_checkpoint(root: str | os.PathLike, seed: int = 0, n_frames: int =
     with torch.no_grad():
         for p in net.parameters():
             p.add_(torch.randn(p.shape, generator=g) * 0.02)
+        if net.msm is not None:  # MSM starts as the identity (zero last FC): move its gates away from 1
+            net.msm.fc[2].weight.add_(torch.randn(net.msm.fc[2].weight.shape, generator=g) * 2.0)
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(root / "net.safetensors"))
     conf = {
         "model": net.cfg.to_dict(),
