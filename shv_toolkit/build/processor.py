@@ -85,18 +85,22 @@ class SourceProcessor:
 
         helpers = self.threads.helpers
         rates = [cfg.clips.sample_rate] + ([MIX_RATE] if cfg.vocals.backend != "none" else [])
+        video_damage, audio_damage = media.StreamDamage(), media.StreamDamage()
+        for path in layout.audio_caches(spec.source_id):  # a killed analysis' caches: decode again, count damage
+            path.unlink()
         # the audio caches the clip groups read: decoded on a helper thread during the analysis pass
         # (with helper threads), else after it; either way its errors come after the analysis' own
         try:
             with HelperCalls(1 if helpers > 0 else 0, "shv-audio") as audio_calls:
                 if helpers > 0:
                     for rate in rates:
-                        audio_calls.submit(self._audio, src_path, spec.source_id, rate)
-                specs = self._analyse_video(src_path, spec.source_id, row, timings)
+                        audio_calls.submit(self._audio, src_path, spec.source_id, rate,
+                                           audio_damage if rate == rates[0] else None)
+                specs = self._analyse_video(src_path, spec.source_id, row, timings, video_damage)
                 t = time.perf_counter()
                 if helpers == 0:
                     for rate in rates:
-                        self._audio(src_path, spec.source_id, rate)
+                        self._audio(src_path, spec.source_id, rate, audio_damage if rate == rates[0] else None)
                 audio_calls.join()
                 # the part of the audio decode the analysis did not hide (all of it without helpers)
                 timings["audio"] = time.perf_counter() - t
@@ -104,17 +108,39 @@ class SourceProcessor:
             for rate in rates:  # a failed source keeps no audio cache
                 layout.audio_cache(spec.source_id, rate).unlink(missing_ok=True)
             raise
+        self._record_damage(row, specs, video_damage, audio_damage)
         return specs
 
+    def _record_damage(self, row: dict[str, Any], specs: list[ClipSpec], video: media.StreamDamage,
+                       audio: media.StreamDamage) -> None:
+        """Damaged packets in the source row; clips overlapping them marked; the source fails when more
+        than ``filters.max_damaged_share`` of it is damaged."""
+        both = media.StreamDamage(video.n_packets + audio.n_packets, video.spans + audio.spans)
+        row["n_damaged_packets_video"], row["n_damaged_packets_audio"] = video.n_packets, audio.n_packets
+        row["damaged_seconds"] = both.seconds()
+        if not both.n_packets:
+            return
+        fps, limit = self.cfg.clips.fps, self.cfg.filters.max_damaged_share
+        duration = row["duration_s"] or max(c.end_frame for c in specs) / fps
+        share = both.seconds() / duration if duration else 1.0
+        log.warning("source %s: %d damaged video and %d damaged audio packet(s) skipped, %.2f s affected",
+                    row["source_id"], video.n_packets, audio.n_packets, both.seconds())
+        if limit is not None and share > limit:
+            raise SourceError(f"damaged streams: {both.seconds():.1f} s of {duration:.1f} s affected "
+                              f"({share:.0%} > filters.max_damaged_share {limit:.0%}; {video.n_packets} video, "
+                              f"{audio.n_packets} audio packets)")
+        for c in specs:
+            c.damaged_seconds = both.within(c.start_frame / fps, c.end_frame / fps)
+
     def _analyse_video(self, src_path: Path, source_id: str, row: dict[str, Any],
-                       timings: dict[str, float]) -> list[ClipSpec]:
+                       timings: dict[str, float], damage: media.StreamDamage) -> list[ClipSpec]:
         from shv_toolkit.stages.analysis import analyse_source
 
         cfg, helpers = self.cfg, self.threads.helpers
         t = time.perf_counter()
         # the analysis decode feeds light consumers: FFmpeg's own threads, unless everything runs in one
         analysis = analyse_source(src_path, cfg.scenes, cfg.faces, fps=cfg.clips.fps, progress=self.progress,
-                                  threads=helpers, decoder_threads=1 if helpers == 0 else 0)
+                                  threads=helpers, decoder_threads=1 if helpers == 0 else 0, damage=damage)
         timings["analysis"] = time.perf_counter() - t
         t = time.perf_counter()
         plan = plan_source(analysis, source_id, cfg.faces, cfg.clips)
@@ -133,12 +159,14 @@ class SourceProcessor:
             raise SourceError(f"no face track of at least {cfg.clips.clip_seconds:g} s ({n_tracks} tracks)")
         return plan.specs
 
-    def _audio(self, src_path: Path, source_id: str, rate: int) -> np.ndarray:
+    def _audio(self, src_path: Path, source_id: str, rate: int,
+               damage: media.StreamDamage | None = None) -> np.ndarray:
         """The source's mono audio at ``rate`` (memory-mapped from ``work/<id>/audio-<rate>.npy``,
-        decoded and cached first if missing). Raises MediaError without an audio stream."""
+        decoded and cached first if missing; ``damage`` counts damaged packets of that decode).
+        Raises MediaError without an audio stream."""
         path = self.layout.audio_cache(source_id, rate)
         if not path.is_file():
-            audio = media.read_audio(src_path, sample_rate=rate)
+            audio = media.read_audio(src_path, sample_rate=rate, damage=damage)
             with atomic_path(path) as tmp, open(tmp, "wb") as fh:
                 np.save(fh, np.ascontiguousarray(audio, dtype=np.float32), allow_pickle=False)
         try:

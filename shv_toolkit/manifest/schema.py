@@ -93,6 +93,13 @@ SOURCES: tuple[Column, ...] = (
     Column("n_scenes_too_short", I32, False, "scenes shorter than one clip (dropped)"),
     Column("n_clips_total", I32, False, "candidate clips cut from the source (kept + dropped)"),
     Column("n_clips_kept", I32, False, "clips that passed the quality filter"),
+    Column("n_damaged_packets_video", I32, True, "video packets the decoder refused and the build skipped, as "
+           "FFmpeg does (null: not analysed) (schema 1.2)"),
+    Column("n_damaged_packets_audio", I32, True, "audio packets the decoder refused and the build skipped "
+           "(silence in their place, later audio kept in sync) (schema 1.2)"),
+    Column("damaged_seconds", F64, True, "seconds of the source affected by damaged packets: an audio packet's "
+           "duration, a video packet's time up to the next keyframe (overlaps counted once); a source with more "
+           "than filters.max_damaged_share of its duration damaged fails (schema 1.2)"),
     Column("split", S, True, "train or test for sources with status ok (source-level split), else null",
            choices=SPLITS),
     *_PROVENANCE,

@@ -63,6 +63,11 @@ RULES: tuple[tuple[str, str, str], ...] = (
 #: (decided by the crop stage; its ``drop_value`` is the clip's ``pad_fraction``)
 CROP_OUT_OF_FRAME = "crop_out_of_frame"
 
-#: Every value ``drop_reason`` takes: the filter that dropped the clip (a score name, or the crop stage's
-#: out-of-frame check). A score that could not be measured fails under its own name with ``drop_value`` NaN.
-DROP_REASONS: tuple[str, ...] = (CROP_OUT_OF_FRAME, *SCORE_NAMES)
+#: ``drop_reason`` of a clip overlapping a damaged packet of its source (its ``drop_value`` is the seconds
+#: of the clip affected, its ``drop_threshold`` 0)
+DAMAGED_STREAM = "damaged_stream"
+
+#: Every value ``drop_reason`` takes: the filter that dropped the clip (a score name, the crop stage's
+#: out-of-frame check, or damage). A score that could not be measured fails under its own name with
+#: ``drop_value`` NaN.
+DROP_REASONS: tuple[str, ...] = (DAMAGED_STREAM, CROP_OUT_OF_FRAME, *SCORE_NAMES)

@@ -49,7 +49,7 @@ from shv_toolkit.config import FilterConfig
 from shv_toolkit.core.atomic import atomic_path
 from shv_toolkit.core.errors import MissingWeightsError
 from shv_toolkit.core.mediapipe_import import import_mediapipe
-from shv_toolkit.manifest.scores import CROP_OUT_OF_FRAME, RULES, SCORE_NAMES
+from shv_toolkit.manifest.scores import CROP_OUT_OF_FRAME, DAMAGED_STREAM, RULES, SCORE_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -507,8 +507,9 @@ def close_pose_pool() -> None:
 class ClipScorer:
     """The per-clip step of a render: :func:`score_clip` and :func:`decide` on a finished clip, with
     a pose estimator borrowed from ``poses``. A crop the crop stage refused (``crop_ok`` False) is
-    dropped as ``crop_out_of_frame`` (value: its ``pad_fraction``, threshold: ``max_pad_fraction``)
-    unless the mode is score-only. With ``thumbs_dir``, a small JPEG still of every clip (its middle
+    dropped as ``crop_out_of_frame`` (value: its ``pad_fraction``, threshold: ``max_pad_fraction``), and
+    a clip overlapping damaged packets as ``damaged_stream`` (value: the seconds affected), unless the
+    mode is score-only. With ``thumbs_dir``, a small JPEG still of every clip (its middle
     frame, ``THUMB_SIZE`` pixels square) is written there as ``<clip_id>.jpg`` for the build report,
     kept or dropped (dropped clips have no mp4). Thread-safe."""
 
@@ -529,6 +530,8 @@ class ClipScorer:
         dec = decide(scores, self.cfg)
         if not spec.crop_ok and self.cfg.mode != "score-only":
             dec = Decision(False, CROP_OUT_OF_FRAME, float(spec.pad_fraction), self.max_pad_fraction)
+        if spec.damaged_seconds > 0 and self.cfg.mode != "score-only":
+            dec = Decision(False, DAMAGED_STREAM, float(spec.damaged_seconds), 0.0)
         if self.thumbs_dir is not None:
             write_thumbnail(frames[len(frames) // 2], self.thumbs_dir / f"{spec.clip_id}.jpg")
         return {"scores": scores, "keep": dec.keep, "drop_reason": dec.reason, "drop_value": dec.value,
