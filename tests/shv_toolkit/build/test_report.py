@@ -15,13 +15,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pandas as pd
-import pytest
 
 from shv_toolkit.build.layout import BuildLayout
 from shv_toolkit.build.report import SECTIONS, render_report
 from shv_toolkit.config import BuildConfig
 from shv_toolkit.manifest import io as manifest_io
 from shv_toolkit.manifest.scores import SCORE_NAMES
+
+from ...conftest import REPO
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package; scripts/test.sh installs it when missing
 
@@ -182,6 +183,24 @@ def test_test_script_installs_chromium_when_missing():
     assert "apt-get install -y" in script and "chromium" in script and "id -u" in script
 
 
-@pytest.mark.parametrize("name", ["chromium"])
-def test_chromium_is_the_debian_one(name):
-    assert shutil.which(name) == CHROMIUM
+def test_report_is_refreshed_on_resume_and_stills_come_from_mp4s_of_older_builds(sample_build, tmp_path):
+    """A rerun writes the report again; a build directory without stills (made before they existed)
+    shows the middle frame of each kept clip's mp4 and a placeholder for dropped clips."""
+    from shv_toolkit.build import run_build
+
+    out, _ = sample_build
+    report = out / "report.html"
+    report.unlink()
+    summary = run_build(REPO / "manifests" / "sample" / "urls.txt", out, BuildConfig(), progress=False)
+    assert summary.tasks == {} and report.is_file() and summary.report == str(report)  # nothing redone
+    older = tmp_path / "older"
+    older.mkdir()
+    for name in ("sources", "clips"):
+        shutil.copy(out / f"{name}.parquet", older)
+    (older / "clips").symlink_to(out / "clips")  # the clips, but no work/<id>/thumbs
+    text = render_report(BuildLayout(older), BuildConfig(), "hash")
+    clips = pd.read_parquet(out / "clips.parquet")
+    assert text.count("data:image/jpeg") == int(clips["keep"].sum()) and text.count('class="nostill"') == 1
+    for b64 in re.findall(r'src="data:image/jpeg;base64,([A-Za-z0-9+/=]+)"', text):
+        img = cv2.imdecode(np.frombuffer(base64.b64decode(b64), np.uint8), cv2.IMREAD_COLOR)
+        assert img.shape == (128, 128, 3) and img.std() > 10
