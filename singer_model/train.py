@@ -3,8 +3,8 @@
 Pipeline: :func:`singer_model.data.build_cache` prepares every clip once (VAE latents, wav2vec2 features,
 masks, identity embedding; keyed by clip id + config hash). Each step samples ``batch_size`` windows of
 ``data.n_frames`` frames (reference = the clip's first frame; motion frames = the ``n_motion_frames``
-latents before the window, or the reference repeated with probability ``start_ratio`` / at the clip start,
-as Hallo), noises them with the training scheduler (Hallo: DDIM betas, ``scaled_linear``, zero terminal SNR,
+latents before the window; at the clip start the reference repeated; with probability ``start_ratio`` a
+simulated start with mid-grey frames' latents, as Hallo's training code (``train.start_motion``)), noises them with the training scheduler (Hallo: DDIM betas, ``scaled_linear``, zero terminal SNR,
 v-prediction), applies classifier-free-guidance dropout (:func:`cfg_dropout_case`; by default Hallo stage 2's
 two independent 5 % draws for the reference and the audio), optional noise offset and min-SNR-gamma loss
 weighting (Hang et al. 2023: ``min(SNR, gamma) / SNR`` for epsilon, ``/ (SNR + 1)`` for v-prediction), and
@@ -100,7 +100,11 @@ class TrainSection:
     cfg_keep_graph: bool = True
     #: the other DDP fix: let DDP search each step's graph for parameters without gradients (slower)
     ddp_find_unused_parameters: bool = False
-    start_ratio: float = 0.05  #: probability of reference-as-motion-frames (a clip start)
+    start_ratio: float = 0.05  #: probability of a simulated clip start (motion frames replaced, start_motion)
+    #: the motion frames of a simulated clip start: "zeros" = latents of mid-grey frames (pixel 0 in [-1, 1]), as
+    #: Hallo's and SINGER's training code; "reference" = the reference latent repeated (what inference feeds
+    #: the first window, and this project's earlier choice). Windows at a real clip start always get the reference.
+    start_motion: str = "zeros"
     noise_offset: float = 0.05  #: 0 disables
     snr_gamma: float | None = 5.0  #: None disables min-SNR weighting
     train_beta_schedule: str = "scaled_linear"  #: Hallo trains with scaled_linear, samples with linear
@@ -113,6 +117,8 @@ class TrainSection:
     seed: int = 42
 
     def __post_init__(self) -> None:
+        if self.start_motion not in ("zeros", "reference"):
+            raise UsageError(f"train.start_motion must be 'zeros' or 'reference', got {self.start_motion!r}")
         if self.cfg_dropout not in CFG_DROPOUT_SCHEMES:
             raise UsageError(f"train.cfg_dropout must be one of {CFG_DROPOUT_SCHEMES}, got {self.cfg_dropout!r}")
         for name in ("uncond_img_ratio", "uncond_audio_ratio", "uncond_ia_ratio"):
@@ -254,6 +260,7 @@ class Trainer:
         self.cache = ClipCache(self.out / "cache", key)
         with self.acc.main_process_first():
             ids = build_cache(manifest, self.pre, self.cache, progress=progress and self.acc.is_main_process)
+        self.start_latent = _grey_latent(vae, cfg.data.size)
         self.pre.close()
         need = cfg.data.n_frames
         self.clip_ids = [c for c in ids if self._n_frames(c) >= need]
@@ -330,8 +337,14 @@ class Trainer:
             e = load_file(str(self.cache.path(cid)))
             t_total = e["latents"].shape[0]
             s = int(self.rng.integers(0, t_total - win + 1))
-            use_ref = s < m or self.rng.random() < self.tr.start_ratio
-            motion = e["ref_latent"][None].expand(m, -1, -1, -1) if use_ref else e["latents"][s - m:s]
+            at_start = s < m
+            simulated = not at_start and self.rng.random() < self.tr.start_ratio
+            if at_start or (simulated and self.tr.start_motion == "reference"):
+                motion = e["ref_latent"][None].expand(m, -1, -1, -1)
+            elif simulated:
+                motion = self.start_latent[None].expand(m, -1, -1, -1)
+            else:
+                motion = e["latents"][s - m:s]
             items.append({
                 "latents": e["latents"][s:s + win].permute(1, 0, 2, 3),
                 "ref": torch.cat([e["ref_latent"][None], motion]),
@@ -562,6 +575,14 @@ class Trainer:
         self.acc.wait_for_everyone()  # the main process has written the last checkpoint
         last = self.out / "checkpoints" / f"{STEP_PREFIX}{self.saved_step:08d}" if self.saved_step is not None else None
         return TrainResult(self.step, self.last_loss, last)
+
+
+@torch.no_grad()
+def _grey_latent(vae: torch.nn.Module, size: int) -> torch.Tensor:
+    """``[C, h, w]`` latent (mean, scaled) of a mid-grey ``size``-pixel frame: Hallo's zeroed motion frames."""
+    p = next(vae.parameters())
+    grey = torch.zeros(1, 3, size, size, device=p.device, dtype=p.dtype)
+    return (vae.encode(grey).latent_dist.mean.float().cpu() * float(vae.config.scaling_factor))[0]
 
 
 def _launched_without_accelerator() -> bool:

@@ -172,3 +172,26 @@ def test_reference_dropout_keeps_identity_as_hallo_or_drops_it_in_buckets(tiny_c
         assert seen["face_emb"].abs().sum() == 0
     want = "release" if scheme == "release" else "drop_reference"
     assert tr.inference_config(tmp_path)["inference"]["cfg_uncond"] == want
+
+
+@pytest.mark.parametrize("start_motion", ["zeros", "reference"])
+def test_simulated_clip_start_motion_frames(tiny_cfg, manifest, prepared, tmp_path, start_motion):
+    """start_ratio 1: every window past the clip start gets simulated-start motion frames: Hallo's grey
+    frames' latents ("zeros") or the reference latent ("reference"); never the preceding latents."""
+    cfg = replace(tiny_cfg, train=replace(tiny_cfg.train, start_ratio=1.0, start_motion=start_motion))
+    tr = Trainer(cfg, manifest, _fresh(prepared, tmp_path), progress=False)
+    grey = tr.start_latent
+    assert grey.shape == (4, 8, 8) and grey.abs().sum() > 0
+    m = tr.unwrapped.cfg.n_motion_frames
+    kinds = set()
+    for _ in range(12):
+        b = tr.sample_batch()
+        ref, motion = b["ref"][0], b["ref"][1:1 + m]
+        if all(torch.equal(x, ref) for x in motion):
+            kinds.add("reference")
+        elif all(torch.equal(x, grey) for x in motion):
+            kinds.add("zeros")
+        else:
+            kinds.add("previous")
+    # windows at the real clip start always get the reference; the others the simulated-start frames
+    assert kinds == {"reference"} if start_motion == "reference" else "zeros" in kinds and "previous" not in kinds
