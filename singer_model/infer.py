@@ -1,6 +1,7 @@
 """SINGER inference: a reference image + driving audio of any length -> video frames (and an mp4).
 
-Checkpoint directory (what :func:`load_pipeline` reads; ``shv-train`` writes every checkpoint in it)::
+Checkpoint directory (what :func:`load_pipeline` reads; ``shv-train`` writes every checkpoint in it; a config
+YAML file of the same content, e.g. ``singer_model/configs/hallo_release.yaml``, may stand for it)::
 
     DIR/config.yaml          model:   SingerConfig as a dict (or {preset: full|tiny|hallo|singer_published|singer_release})
                              data:    DataConfig (size, n_frames = window length, fps, ...)
@@ -104,6 +105,15 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UsageError(f"{p}: expected a mapping")
     return data
+
+
+def checkpoint_config(checkpoint: str | os.PathLike) -> tuple[dict[str, Any], Path]:
+    """``(config, base folder)`` of a checkpoint directory (its ``config.yaml``) or of a config YAML file such
+    as ``singer_model/configs/hallo_release.yaml`` (relative paths resolve against the file's folder)."""
+    p = Path(checkpoint)
+    if p.suffix in (".yaml", ".yml") and not p.is_dir():
+        return read_config(p), p.parent
+    return read_config(p / CONFIG_NAME), p
 
 
 def _resolve(base: Path, value: str | None) -> str | None:
@@ -237,24 +247,23 @@ class SingerPipeline:
 
 def load_pipeline(checkpoint_dir: str | os.PathLike, variant: str = "singer", device: str = "cpu",
                   dtype: torch.dtype = torch.float32) -> SingerPipeline:
-    """Everything :func:`generate_video` needs, from a checkpoint directory (layout: module docstring)."""
+    """Everything :func:`generate_video` needs, from a checkpoint directory or config YAML (module docstring)."""
     if variant not in VARIANTS:
         raise UsageError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
-    base = Path(checkpoint_dir)
-    conf = read_config(base / CONFIG_NAME)
+    conf, base = checkpoint_config(checkpoint_dir)
     use_msm, use_sfm = VARIANTS[variant]
     mcfg = model_config_from(conf.get("model") or {})
     mcfg = replace(mcfg, use_msm=mcfg.use_msm and use_msm, use_sfm=mcfg.use_sfm and use_sfm,
                    gradient_checkpointing=False)
     files = conf.get("net") or []
     if not files:
-        raise MissingWeightsError(f"{base / CONFIG_NAME}: no 'net' weight files listed")
+        raise MissingWeightsError(f"{checkpoint_dir}: no 'net' weight files listed")
     net = load_net(mcfg, list(files), base).to(device=device, dtype=dtype)
     weights = conf.get("weights") or {}
     vae_path = _resolve(base, weights.get("vae"))
     w2v_path = _resolve(base, weights.get("wav2vec2"))
     if vae_path is None or w2v_path is None:
-        raise MissingWeightsError(f"{base / CONFIG_NAME}: weights.vae and weights.wav2vec2 are required")
+        raise MissingWeightsError(f"{checkpoint_dir}: weights.vae and weights.wav2vec2 are required")
     data = DataConfig.from_dict(conf.get("data") or {})
     vae = load_vae(vae_path, dtype=dtype, device=device)
     pre = Preprocessor(data, vae, AudioEncoder(w2v_path, device, data.wav2vec_resample),
