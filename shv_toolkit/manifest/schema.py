@@ -31,7 +31,7 @@ from shv_toolkit.manifest.scores import (
     SCORE_NAMES,
 )
 
-SCHEMA_VERSION = "1.2"
+SCHEMA_VERSION = "2.0"
 SPLITS = ("train", "test")
 TABLES = ("sources", "clips", "train", "test")
 
@@ -94,12 +94,12 @@ SOURCES: tuple[Column, ...] = (
     Column("n_clips_total", I32, False, "candidate clips cut from the source (kept + dropped)"),
     Column("n_clips_kept", I32, False, "clips that passed the quality filter"),
     Column("n_damaged_packets_video", I32, True, "video packets the decoder refused and the build skipped, as "
-           "FFmpeg does (null: not analysed) (schema 1.2)"),
+           "FFmpeg does (null: not analysed) (schema 2.0)"),
     Column("n_damaged_packets_audio", I32, True, "audio packets the decoder refused and the build skipped "
-           "(silence in their place, later audio kept in sync) (schema 1.2)"),
+           "(silence in their place, later audio kept in sync) (schema 2.0)"),
     Column("damaged_seconds", F64, True, "seconds of the source affected by damaged packets: an audio packet's "
            "duration, a video packet's time up to the next keyframe (overlaps counted once); a source with more "
-           "than filters.max_damaged_share of its duration damaged fails (schema 1.2)"),
+           "than filters.max_damaged_share of its duration damaged fails (schema 2.0)"),
     Column("split", S, True, "train or test for sources with status ok (source-level split), else null",
            choices=SPLITS),
     *_PROVENANCE,
@@ -135,12 +135,12 @@ CLIPS: tuple[Column, ...] = (
     Column("keep", B, False, "the clip passed every quality filter (always true with --filter-mode score-only)"),
     Column("drop_reason", S, True, "the filter that dropped the clip: the name of its first failing score "
            f"(see Quality filters) or {CROP_OUT_OF_FRAME} (pad_fraction above faces.max_pad_fraction, or above 0 "
-           "with faces.out_of_frame reject); null when kept (schema 1.2; before: name=value<threshold)", choices=DROP_REASONS),
+           "with faces.out_of_frame reject); null when kept (schema 2.0; 1.x: name=value<threshold)", choices=DROP_REASONS),
     Column("drop_value", F64, True, "the dropping filter's measured value (its score_<name>, or pad_fraction "
            "for crop_out_of_frame); NaN: the score could not be measured (e.g. no audio); null when kept "
-           "(schema 1.2)"),
+           "(schema 2.0)"),
     Column("drop_threshold", F64, True, "the threshold drop_value failed: below it for a minimum (min_* key), "
-           "above it for a maximum (max_* key); null when kept (schema 1.2)"),
+           "above it for a maximum (max_* key); null when kept (schema 2.0)"),
     Column("split", S, True, "split of the clip's source; null when the source kept no clip (status empty)",
            choices=SPLITS),
     Column("vocals_backend", S, False, "name of the vocal separator used (e.g. spleeter-2stems, a demucs model) or none"),

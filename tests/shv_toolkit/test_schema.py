@@ -15,7 +15,8 @@ from shv_toolkit.manifest.scores import SCORE_NAMES
 REQUIRED_SOURCES = [
     "source_id", "url", "kind", "local_path", "title", "uploader", "channel", "duration_s", "fps", "width",
     "height", "has_audio", "color_transfer", "license", "webpage_url", "extractor", "status", "error", "n_scenes",
-    "n_scenes_too_short", "n_clips_total", "n_clips_kept", "split", "config_hash", "toolkit_version",
+    "n_scenes_too_short", "n_clips_total", "n_clips_kept", "n_damaged_packets_video", "n_damaged_packets_audio",
+    "damaged_seconds", "split", "config_hash", "toolkit_version",
     "schema_version",
 ]
 REQUIRED_CLIPS = [
@@ -85,7 +86,7 @@ def test_valid_rows_pass_and_numpy_scalars_are_accepted():
         ("clips", clip_row(keep=False, drop_reason="motion", drop_value=0.0), "dropped clip without drop_reason"),
         ("clips", clip_row(drop_reason="motion"), "kept clip has a drop_reason"),
         ("clips", clip_row(drop_value=0.5), "kept clip has a drop_reason, drop_value"),
-        # schema 1.2: the filter's name alone, from a fixed vocabulary
+        # schema 2.0: the filter's name alone, from a fixed vocabulary
         ("clips", clip_row(keep=False, drop_reason="motion=0<0.15", drop_value=0.0, drop_threshold=0.15),
          "drop_reason must be one of"),
         ("test", clip_row(), "only kept clips of split test"),
