@@ -183,10 +183,31 @@ class TrainConfig:
 
     @classmethod
     def from_file(cls, path: str | os.PathLike) -> TrainConfig:
-        p = Path(path)
-        if not p.is_file():
-            raise UsageError(f"config not found: {p}")
-        return cls.from_dict(yaml.safe_load(p.read_text()) or {}, p.resolve().parent)
+        """A YAML config; ``base: OTHER.yaml`` (relative to the file) starts from another config, whose sections
+        this file's sections update key by key (the Table 3 ablation configs only name what they change)."""
+        return cls.from_dict(_read_config_tree(Path(path)))
+
+
+def _read_config_tree(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The config at ``path`` merged onto its ``base`` chain; weight paths made absolute against their file."""
+    p = path.resolve()
+    if not p.is_file():
+        raise UsageError(f"config not found: {path}")
+    if p in seen:
+        raise UsageError(f"config base cycle: {' -> '.join(str(x) for x in (*seen, p))}")
+    d = yaml.safe_load(p.read_text()) or {}
+    if not isinstance(d, dict):
+        raise UsageError(f"{p}: expected a mapping")
+    d["weights"] = {k: (str((p.parent / v).resolve()) if v and not Path(v).is_absolute() else v)
+                    for k, v in (d.get("weights") or {}).items()}
+    base = d.pop("base", None)
+    if base is None:
+        return d
+    merged = _read_config_tree(p.parent / base, (*seen, p))
+    for k, v in d.items():
+        old = merged.get(k)
+        merged[k] = {**old, **v} if isinstance(v, dict) and isinstance(old, dict) else v
+    return merged
 
 
 # ---------------------------------------------------------------------------------------------- checkpoints

@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from shv_toolkit.core.atomic import PARTIAL_MARK
+from shv_toolkit.core.errors import UsageError
 from singer_model.cli import train_main
 from singer_model.infer import load_pipeline
 from singer_model.tiny import build_tiny_assets
@@ -195,3 +196,28 @@ def test_simulated_clip_start_motion_frames(tiny_cfg, manifest, prepared, tmp_pa
             kinds.add("previous")
     # windows at the real clip start always get the reference; the others the simulated-start frames
     assert kinds == {"reference"} if start_motion == "reference" else "zeros" in kinds and "previous" not in kinds
+
+
+@pytest.mark.parametrize(("name", "msm", "sfm", "trainable"), [
+    ("singer_no_msm", False, True, {"audioproj.", "denoising_unet.sfm."}),
+    ("singer_no_sfm", True, False, {"audioproj.", "msm."}),
+    ("singer_no_both", False, False, {"audioproj."}),
+])
+def test_table3_ablation_configs_change_only_their_modules(name, msm, sfm, trainable):
+    from singer_model.infer import model_config_from
+
+    full = TrainConfig.from_file(CONFIGS / "singer_full.yaml")
+    abl = TrainConfig.from_file(CONFIGS / f"{name}.yaml")
+    mcfg = model_config_from(abl.model)
+    assert (mcfg.use_msm, mcfg.use_sfm) == (msm, sfm)
+    assert set(abl.train.trainable) == trainable
+    assert replace(abl.train, trainable=full.train.trainable) == full.train  # everything else inherited
+    assert abl.data == full.data and abl.weights == full.weights and abl.inference == full.inference
+    assert abl.weights["hallo_net"].endswith("pretrained_models/hallo/net.pth") and Path(abl.weights["vae"]).is_absolute()
+
+
+def test_config_base_cycle_is_refused(tmp_path):
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(UsageError, match="cycle"):
+        TrainConfig.from_file(tmp_path / "a.yaml")
