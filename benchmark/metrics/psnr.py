@@ -55,12 +55,13 @@ def psnr_frames(
     cap_db: float | None = DEFAULT_CAP_DB,
 ) -> np.ndarray:
     """Per-frame PSNR in dB; identical frames give ``inf``, or ``cap_db`` when it is not None."""
-    mse = mse_frames(generated, ground_truth)
+    return _decibels(mse_frames(generated, ground_truth), data_range, cap_db)
+
+
+def _decibels(mse: np.ndarray, data_range: float, cap_db: float | None) -> np.ndarray:
     with np.errstate(divide="ignore"):
         psnr = 10.0 * np.log10((data_range**2) / mse)
-    if cap_db is not None:
-        psnr = np.minimum(psnr, cap_db)
-    return psnr
+    return psnr if cap_db is None else np.minimum(psnr, cap_db)
 
 
 def wrapped_mse_frames(generated: np.ndarray, ground_truth: np.ndarray) -> np.ndarray:
@@ -81,12 +82,7 @@ def psnr_uint8_wrap_frames(
     cap_db: float | None = DEFAULT_CAP_DB,
 ) -> np.ndarray:
     """Per-frame PSNR of the uint8 wrap-around variant (never call it PSNR)."""
-    mse = wrapped_mse_frames(generated, ground_truth)
-    with np.errstate(divide="ignore"):
-        psnr = 10.0 * np.log10((data_range**2) / mse)
-    if cap_db is not None:
-        psnr = np.minimum(psnr, cap_db)
-    return psnr
+    return _decibels(wrapped_mse_frames(generated, ground_truth), data_range, cap_db)
 
 
 def psnr_clip(
