@@ -25,7 +25,8 @@ Per clip (all from local files, nothing downloaded):
   ``image_embed_dim`` and L2-normalised. The fallback is not an identity network: it is deterministic and
   varies with the face, but it is NOT compatible with published Hallo/SINGER ImageProj weights (trained on
   ArcFace embeddings), so a published checkpoint used with it loses identity conditioning quality; models
-  trained with it are consistent between training and inference. The backend is part of the cache key.
+  trained with it are consistent between training and inference. The backend is part of the cache key;
+  checkpoints record the one used, and inference refuses the other (insightface providers follow the device).
 
 The cache (:class:`ClipCache`) holds one ``<clip_id>.safetensors`` per clip under ``<cache>/<config hash>/``;
 the hash covers every setting and weight file that changes the cached values, so a changed config or weight
@@ -269,10 +270,25 @@ def face_info(frame: np.ndarray, landmarker: FaceLandmarker, cfg: DataConfig) ->
 
 
 # ---------------------------------------------------------------------------------------------- identity
-class IdentityEmbedder:
-    """Identity embedding of a face (see module docstring for the backends)."""
+_FALLBACK_WARNED = False
 
-    def __init__(self, dim: int, face_analysis: str | os.PathLike | None = None, backend: str = "auto") -> None:
+
+def insightface_providers(device: str | torch.device) -> tuple[list[str], int]:
+    """onnxruntime providers and insightface ``ctx_id`` for a torch device (CUDA first on a GPU)."""
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"], dev.index or 0
+    return ["CPUExecutionProvider"], -1
+
+
+class IdentityEmbedder:
+    """Identity embedding of a face (see module docstring for the backends). ``backend`` records the one
+    used ("insightface" or "fallback"); checkpoints store it and inference refuses the other. The fallback
+    is announced once per process (a warning)."""
+
+    def __init__(self, dim: int, face_analysis: str | os.PathLike | None = None, backend: str = "auto",
+                 device: str | torch.device = "cpu") -> None:
+        global _FALLBACK_WARNED
         self.dim = dim
         self._app = None
         want_insight = backend == "insightface" or (backend == "auto" and face_analysis
@@ -289,11 +305,16 @@ class IdentityEmbedder:
             else:
                 if dim != 512:
                     raise ValueError(f"insightface gives 512-d embeddings; the model expects {dim}")
-                self._app = FaceAnalysis(name="", root=str(face_analysis), providers=["CPUExecutionProvider"])
-                self._app.prepare(ctx_id=0, det_size=(640, 640))
+                providers, ctx = insightface_providers(device)
+                self._app = FaceAnalysis(name="", root=str(face_analysis), providers=providers)
+                self._app.prepare(ctx_id=ctx, det_size=(640, 640))
         elif backend not in ("auto", "fallback"):
             raise ValueError(f"unknown identity backend {backend!r}")
         self.backend = "insightface" if self._app is not None else "fallback"
+        if self.backend == "fallback" and not _FALLBACK_WARNED:
+            _FALLBACK_WARNED = True
+            log.warning("identity embedding: the fallback (not ArcFace; published Hallo/SINGER ImageProj weights were "
+                        "trained on insightface embeddings, so identity conditioning of a published model degrades)")
         g = torch.Generator().manual_seed(0)
         self._proj = torch.randn(32 * 32, dim, generator=g) / 32.0
 

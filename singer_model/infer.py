@@ -165,6 +165,11 @@ class SingerPipeline:
     def data(self) -> DataConfig:
         return self.pre.cfg
 
+    @property
+    def identity_backend(self) -> str:
+        """The identity embedding in use ("insightface" or "fallback"), for result rows."""
+        return self.pre.identity.backend
+
     def _scheduler(self) -> Any:
         from diffusers import DDIMScheduler
 
@@ -266,9 +271,13 @@ def load_pipeline(checkpoint_dir: str | os.PathLike, variant: str = "singer", de
         raise MissingWeightsError(f"{checkpoint_dir}: weights.vae and weights.wav2vec2 are required")
     data = DataConfig.from_dict(conf.get("data") or {})
     vae = load_vae(vae_path, dtype=dtype, device=device)
-    pre = Preprocessor(data, vae, AudioEncoder(w2v_path, device, data.wav2vec_resample),
-                       IdentityEmbedder(mcfg.image_embed_dim, _resolve(base, weights.get("face_analysis")),
-                                        data.identity_backend))
+    try:
+        identity = IdentityEmbedder(mcfg.image_embed_dim, _resolve(base, weights.get("face_analysis")),
+                                    data.identity_backend, device)
+    except MissingWeightsError as e:
+        raise MissingWeightsError(f"{checkpoint_dir} was made with identity_backend {data.identity_backend!r} "
+                                  f"and cannot be evaluated with another: {e}") from e
+    pre = Preprocessor(data, vae, AudioEncoder(w2v_path, device, data.wav2vec_resample), identity)
     return SingerPipeline(net, pre, conf.get("scheduler"), device, conf.get("inference"))
 
 

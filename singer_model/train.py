@@ -274,7 +274,8 @@ class Trainer:
         from singer_model.checkpoints import load_vae
 
         vae = load_vae(w["vae"], device=dev)
-        identity = IdentityEmbedder(mcfg.image_embed_dim, w.get("face_analysis"), cfg.data.identity_backend)
+        identity = IdentityEmbedder(mcfg.image_embed_dim, w.get("face_analysis"), cfg.data.identity_backend, dev)
+        self.identity_backend = identity.backend  #: the one used (recorded in every checkpoint)
         self.pre = Preprocessor(cfg.data, vae, AudioEncoder(w["wav2vec2"], dev, cfg.data.wav2vec_resample), identity)
         key = cache_key(cfg.data, w["vae"], w["wav2vec2"], identity.backend,
                         {"layers": mcfg.audio_layers, "dim": mcfg.audio_feature_dim, "emb": mcfg.image_embed_dim})
@@ -428,7 +429,7 @@ class Trainer:
 
         return {
             "model": self.unwrapped.cfg.to_dict(),
-            "data": asdict(self.cfg.data),
+            "data": {**asdict(self.cfg.data), "identity_backend": self.identity_backend},
             "weights": {k: rel(v) for k, v in self.cfg.weights.items() if v},
             "net": [rel(f) for f in self.net_files] + ["trainable.safetensors"],
             "scheduler": dict(self.cfg.scheduler),
