@@ -79,6 +79,8 @@ def infer_main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fps", type=float, default=25.0)
     p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp16", "fp32"),
+                   help="network and VAE dtype (auto: bf16 on CUDA, fp32 on CPU)")
     p.add_argument("-v", "--verbose", action="store_true")
     args = p.parse_args(argv)
     _setup_logging(args.verbose)
@@ -96,7 +98,7 @@ def infer_main(argv: list[str] | None = None) -> int:
         frames = generate_video(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), audio, args.checkpoint, variant=args.variant,
                                 fps=args.fps, seed=args.seed, device=args.device, steps=args.steps,
                                 guidance_scale=args.guidance_scale, out=args.out, progress=True,
-                                cfg_uncond=args.cfg_uncond)
+                                cfg_uncond=args.cfg_uncond, dtype=args.dtype)
     except ShvError as e:
         print(f"shv-infer: error: {e}", file=sys.stderr)
         return 1

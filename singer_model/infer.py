@@ -222,13 +222,14 @@ class SingerPipeline:
             # release: the unconditional branch keeps reference + motion frames, seen with the zero identity
             unc_feats = net.reference_features(ref_in, net.imageproj(zero_emb)) if guided and mode == "release" else None
             sched.set_timesteps(steps, device=dev)
-            lat = torch.randn((1, ref.shape[0], win, *ref.shape[1:]), generator=gen).to(dev, dtype)
+            # the sampler's state stays float32; the net runs in its own dtype (bf16 / fp16 / fp32)
+            lat = torch.randn((1, ref.shape[0], win, *ref.shape[1:]), generator=gen).to(dev, torch.float32)
             lat = lat * sched.init_noise_sigma
             # the release conditions MSM once per window on the initial noise; else at every step (z_t)
-            tokens = (net.encode_audio(af, lat) if net.msm is not None and net.cfg.msm.condition == "initial_noise"
-                      else None)
+            tokens = (net.encode_audio(af, lat.to(dtype)) if net.msm is not None
+                      and net.cfg.msm.condition == "initial_noise" else None)
             for t in sched.timesteps:
-                inp = sched.scale_model_input(lat, t)
+                inp = sched.scale_model_input(lat, t).to(dtype)
                 tt = t.reshape(1).to(dev)
                 pred = net(inp, tt, None, face_emb, af, region, *masks, reference_features=ref_feats,
                            audio_tokens=tokens)
@@ -240,9 +241,9 @@ class SingerPipeline:
                         unc = net(inp, tt, None, zero_emb, af, region, *masks, uncond_img_fwd=True,
                                   audio_tokens=zero_tokens)
                     pred = unc + guidance_scale * (pred - unc)
-                lat = sched.step(pred, t, lat).prev_sample
+                lat = sched.step(pred.float(), t, lat).prev_sample
             frames = lat[0].permute(1, 0, 2, 3)  # [F, C, h, w]
-            motion = frames[-m:] if m else frames[:0]
+            motion = (frames[-m:] if m else frames[:0]).to(dtype)
             out.append(frames[: min(win, n - s)].float().cpu())
         return decode_latents(self.pre.vae, torch.cat(out))
 
@@ -281,9 +282,24 @@ def load_pipeline(checkpoint_dir: str | os.PathLike, variant: str = "singer", de
     return SingerPipeline(net, pre, conf.get("scheduler"), device, conf.get("inference"))
 
 
+DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
+          "fp32": torch.float32, "float32": torch.float32}
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device) -> torch.dtype:
+    """The inference dtype: ``None`` / ``"auto"`` = bf16 on CUDA, float32 elsewhere; else bf16 / fp16 / fp32."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype in (None, "auto"):
+        return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise UsageError(f"dtype must be auto or one of {sorted(DTYPES)}, got {dtype!r}")
+    return DTYPES[dtype]
+
+
 @functools.lru_cache(maxsize=1)
-def _cached_pipeline(checkpoint_dir: str, variant: str, device: str) -> SingerPipeline:
-    return load_pipeline(checkpoint_dir, variant, device)
+def _cached_pipeline(checkpoint_dir: str, variant: str, device: str, dtype: torch.dtype) -> SingerPipeline:
+    return load_pipeline(checkpoint_dir, variant, device, dtype)
 
 
 def generate_video(
@@ -300,11 +316,13 @@ def generate_video(
     out: str | os.PathLike | None = None,
     progress: bool = False,
     cfg_uncond: str | None = None,
+    dtype: str | torch.dtype | None = None,
 ) -> np.ndarray:
     """Frames ``(T, H, W, 3)`` uint8 (``T`` = audio length at ``fps`` unless ``num_frames``); with ``out``,
     also an mp4 with the audio muxed. ``steps``, ``guidance_scale``, ``cfg_uncond``: None = the checkpoint's
-    ``inference`` settings. The loaded pipeline is reused across calls with the same checkpoint."""
-    pipe = _cached_pipeline(str(Path(checkpoint_dir).resolve()), variant, device)
+    ``inference`` settings. ``dtype``: see :func:`resolve_dtype` (default bf16 on CUDA, float32 on CPU). The
+    loaded pipeline is reused across calls with the same checkpoint."""
+    pipe = _cached_pipeline(str(Path(checkpoint_dir).resolve()), variant, device, resolve_dtype(dtype, device))
     frames = pipe.generate(reference_image, audio, num_frames=num_frames, fps=fps, seed=seed, steps=steps,
                            guidance_scale=guidance_scale, progress=progress, cfg_uncond=cfg_uncond)
     if out is not None:

@@ -146,3 +146,20 @@ def test_pipeline_uses_the_checkpoints_inference_settings(tiny_ckpt, face, audio
     del conf["inference"]
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(conf))
     assert load_pipeline(tmp_path).defaults == {"steps": 40, "guidance_scale": 3.5, "cfg_uncond": "release"}
+
+
+def test_dtype_resolution_and_low_precision_inference(tiny_ckpt, face, audio):
+    from singer_model.infer import resolve_dtype
+
+    assert resolve_dtype(None, "cuda") == resolve_dtype("auto", "cuda:1") == torch.bfloat16
+    assert resolve_dtype("auto", "cpu") == torch.float32
+    assert resolve_dtype("fp16", "cpu") == torch.float16 and resolve_dtype(torch.bfloat16, "cpu") == torch.bfloat16
+    with pytest.raises(UsageError, match="dtype"):
+        resolve_dtype("int8", "cpu")
+    ref = load_pipeline(tiny_ckpt).generate(face, audio, num_frames=8, steps=2, seed=0)
+    for dt in (torch.bfloat16, torch.float16):
+        pipe = load_pipeline(tiny_ckpt, dtype=dt)
+        assert next(pipe.net.parameters()).dtype == dt and next(pipe.pre.vae.parameters()).dtype == dt
+        got = pipe.generate(face, audio, num_frames=8, steps=2, seed=0)  # two windows: motion frames carried
+        assert got.shape == ref.shape
+        assert np.abs(got.astype(int) - ref.astype(int)).mean() < 4.0  # the same video up to rounding
