@@ -5,7 +5,10 @@ full-size model costs no memory and a training step runs in seconds on a CPU):
 
 * **Parameters**: per component of :class:`singer_model.model.SingerNet` (reference UNet, denoising UNet
   split into its 2D SD-1.5 part, motion modules, audio modules and SFM; MSM; AudioProj; ImageProj;
-  FaceLocator), trainable as selected by :meth:`SingerNet.freeze_backbone` (Hallo stage 2 + MSM + SFM), plus
+  FaceLocator), trainable as the shipped training config selects them (``train.trainable`` of
+  ``singer_model/configs/singer_full.yaml``, :class:`singer_model.train.TrainSection`'s default: AudioProj, MSM,
+  SFM, as the paper trains; ``trainable=STAGE2_TRAINABLE`` / ``--trainable stage2`` adds Hallo stage 2's audio
+  and motion modules), plus
   the frozen encoders: the SD VAE (``diffusers.AutoencoderKL`` built from sd-vae-ft-mse's config) and
   wav2vec2-base (``transformers.Wav2Vec2Model`` with wav2vec2-base-960h's sizes).
 * **FLOPs per training step** (one sample per GPU): :class:`torch.utils.flop_counter.FlopCounterMode`
@@ -183,6 +186,7 @@ class Plan:
     memory: MemoryEstimate
     gpu: list[GpuEstimate]
     measure_seconds: float
+    trainable: tuple[str, ...] = ()  #: the train.trainable entries the plan froze the net by
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -350,21 +354,30 @@ def network_components(net: SingerNet) -> list[ComponentParams]:
     return [ComponentParams(n, t, tr, "network", True) for n, (t, tr) in totals.items() if t]
 
 
+def shipped_trainable() -> tuple[str, ...]:
+    """What the shipped training config trains (``TrainSection.trainable``, = singer_full.yaml's)."""
+    from singer_model.train import TrainSection
+
+    return tuple(TrainSection().trainable)
+
+
 def build_training_net(cfg: SingerConfig, dtype: torch.dtype = torch.bfloat16,
-                       gradient_checkpointing: bool = False) -> SingerNet:
-    """SingerNet on meta, in training mode, backbone frozen as in training (:meth:`SingerNet.freeze_backbone`)."""
+                       gradient_checkpointing: bool = False,
+                       trainable: tuple[str, ...] | None = None) -> SingerNet:
+    """SingerNet on meta, in training mode, frozen as ``shv-train`` freezes it (``trainable`` entries as
+    ``train.trainable``; default: :func:`shipped_trainable`)."""
     with torch.device("meta"):
         net = SingerNet(cfg)
     net = net.to(dtype)
     net.train()
-    net.freeze_backbone()
+    net.freeze_backbone(shipped_trainable() if trainable is None else tuple(trainable))
     net.set_gradient_checkpointing(gradient_checkpointing)
     return net
 
 
-def count_parameters(cfg: SingerConfig) -> list[ComponentParams]:
+def count_parameters(cfg: SingerConfig, trainable: tuple[str, ...] | None = None) -> list[ComponentParams]:
     """Per-component parameter counts of the network (no forward; built on meta)."""
-    return network_components(build_training_net(cfg))
+    return network_components(build_training_net(cfg, trainable=trainable))
 
 
 def build_vae_meta(dtype: torch.dtype = torch.bfloat16) -> nn.Module:
@@ -434,12 +447,15 @@ def make_plan(
     hardware: tuple[Hardware, ...] = (A100, H100),
     online_vae: bool = False,
     include_encoders: bool = True,
+    trainable: tuple[str, ...] | None = None,
 ) -> Plan:
     """Measure a training step of ``cfg`` on the meta device and derive memory and GPU-hours.
 
     ``frames`` frames of ``size`` px (latents ``size/8``), ``batch`` samples per GPU, ``motion_frames``
     (default ``cfg.n_motion_frames``, Hallo: 2) previous frames through the reference UNet.
     ``include_encoders`` builds the VAE and wav2vec2 (parameters, VAE encode and wav2vec2 FLOPs).
+    ``trainable``: parameter-name entries as ``train.trainable`` (default: what the shipped config trains,
+    :func:`shipped_trainable`; :data:`STAGE2_TRAINABLE`: Hallo stage 2 plus MSM and SFM).
     """
     cfg = cfg or SingerConfig.full()
     if size % 8:
@@ -449,7 +465,7 @@ def make_plan(
                          f"({cfg.unet.motion_pe_max_len})")
     m = cfg.n_motion_frames if motion_frames is None else motion_frames
     t0 = time.perf_counter()
-    net = build_training_net(cfg, dtype, gradient_checkpointing)
+    net = build_training_net(cfg, dtype, gradient_checkpointing, trainable)
     components = network_components(net)
     params_network = sum(c.params for c in components)
     params_trainable = sum(c.trainable for c in components)
@@ -508,6 +524,7 @@ def make_plan(
         reference_forward_flops=reference_flops, vae_encode_flops=vae_flops, wav2vec2_flops=w2v_flops,
         step_flops=step_flops, steps=steps, gpus=gpus, samples_per_step=gpus * batch, memory=memory, gpu=gpu,
         measure_seconds=time.perf_counter() - t0,
+        trainable=shipped_trainable() if trainable is None else tuple(trainable),
     )
 
 
@@ -534,6 +551,7 @@ def format_plans(plans: list[Plan]) -> str:
         f"{p0.model} training plan: {p0.frames} frames at {p0.size}x{p0.size} (latents {p0.latent_size}x"
         f"{p0.latent_size}), {p0.motion_frames} motion frames, batch {p0.batch} per GPU, {p0.dtype}, "
         f"measured on the meta device",
+        f"trainable (train.trainable): {', '.join(p0.trainable)}",
         "",
         "Parameters                          total        trainable   on GPU in a step",
     ]
@@ -600,6 +618,21 @@ def _dtype(name: str) -> torch.dtype:
     return table[name]
 
 
+#: Hallo stage 2's trainables plus both SINGER modules (the plan's earlier default)
+STAGE2_TRAINABLE: tuple[str, ...] = ("audioproj.", "audio_modules", "motion_modules", "msm.", "denoising_unet.sfm.")
+
+
+def _trainable_arg(value: str) -> tuple[str, ...] | None:
+    if value == "config":
+        return None
+    if value == "stage2":
+        return STAGE2_TRAINABLE
+    entries = tuple(v.strip() for v in value.split(",") if v.strip())
+    if not entries:
+        raise argparse.ArgumentTypeError("--trainable: no entries")
+    return entries
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="shv-train --plan",
                                 description="Compute plan of SINGER training, measured on the meta device.")
@@ -617,6 +650,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--online-vae", action="store_true", help="the VAE encodes frames in every step")
     p.add_argument("--no-encoders", action="store_true",
                    help="skip the VAE and wav2vec2 (always for --model tiny: their sizes are full-size)")
+    p.add_argument("--trainable", type=_trainable_arg, default="config", metavar="config|stage2|P1,P2,...",
+                   help="what trains: config = the shipped config's train.trainable (AudioProj, MSM, SFM; default), "
+                        "stage2 = Hallo stage 2 (audioproj, audio and motion modules) plus MSM and SFM, or "
+                        "comma-separated entries as train.trainable")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if not 0 < args.utilisation <= 1:
@@ -628,7 +665,8 @@ def main(argv: list[str] | None = None) -> int:
     plans = [make_plan(cfg, frames=args.frames, size=args.size, batch=args.batch, gradient_checkpointing=ckpt,
                        motion_frames=args.motion_frames, dtype=args.dtype, steps=args.steps, gpus=args.gpus,
                        utilisation=args.utilisation, online_vae=args.online_vae,
-                       include_encoders=not (args.no_encoders or args.model == "tiny")) for ckpt in modes]
+                       include_encoders=not (args.no_encoders or args.model == "tiny"),
+                       trainable=args.trainable) for ckpt in modes]
     if args.json:
         print(json.dumps([pl.to_dict() for pl in plans], indent=1))
     else:

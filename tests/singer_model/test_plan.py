@@ -88,7 +88,7 @@ def tiny_plans() -> tuple[P.Plan, P.Plan]:
 def test_tiny_parameter_counts_equal_a_direct_count(tiny_plans):
     plan = tiny_plans[0]
     net = SingerNet(SingerConfig.tiny())
-    trainable = set(net.freeze_backbone())
+    trainable = set(net.freeze_backbone(P.shipped_trainable()))
     params = dict(net.named_parameters())
     assert plan.params_network == sum(p.numel() for p in params.values())
     assert plan.params_trainable == sum(params[n].numel() for n in trainable)
@@ -106,10 +106,28 @@ def test_tiny_parameter_counts_equal_a_direct_count(tiny_plans):
     for comp, names in direct.items():
         assert by_name[comp].params == sum(params[n].numel() for n in names), comp
         assert by_name[comp].trainable == sum(params[n].numel() for n in names if n in trainable), comp
-    # trainable: Hallo stage 2 (audioproj, audio + motion modules) plus both SINGER modules; rest frozen
-    assert {c.name for c in plan.components if c.trainable} == {"motion_modules", "audio_modules", "sfm", "msm",
-                                                                 "audioproj"}
+    # trainable: what the shipped config trains (AudioProj, MSM, SFM); everything else frozen
+    assert {c.name for c in plan.components if c.trainable} == {"sfm", "msm", "audioproj"}
     assert all(c.trainable in (0, c.params) for c in plan.components)
+
+
+def test_default_plan_trains_what_the_shipped_config_trains():
+    from pathlib import Path
+
+    import yaml
+
+    shipped = yaml.safe_load((Path(P.__file__).parent / "configs" / "singer_full.yaml").read_text())
+    assert P.shipped_trainable() == tuple(shipped["train"]["trainable"])
+    kw = {"frames": 8, "size": 64, "include_encoders": False}
+    default = P.make_plan(SingerConfig.tiny(), **kw)
+    stage2 = P.make_plan(SingerConfig.tiny(), trainable=P.STAGE2_TRAINABLE, **kw)
+    assert default.trainable == P.shipped_trainable()
+    by = {c.name: c.trainable for c in stage2.components}
+    assert by["motion_modules"] and by["audio_modules"]
+    assert stage2.params_trainable == default.params_trainable + by["motion_modules"] + by["audio_modules"]
+    # training the audio and motion modules adds their weight gradients to the backward
+    assert stage2.step.backward_flops > default.step.backward_flops
+    assert stage2.memory.trainable_state > default.memory.trainable_state
 
 
 def test_checkpointing_shrinks_activations_and_adds_recompute(tiny_plans):
@@ -175,8 +193,9 @@ def test_full_singer_plan_magnitudes(full_plan, checkpoint_keys):
     assert by_name["msm"].params == 4 * 64 * 64 + msm_fc
     assert by_name["sfm"].params == 4 * 1280 + sfm_fc
     assert plan.params_network == hallo + by_name["msm"].params + by_name["sfm"].params
-    assert plan.params_trainable == sum(by_name[c].params for c in ("motion_modules", "audio_modules", "audioproj",
-                                                                     "msm", "sfm"))
+    # the shipped config trains AudioProj, MSM and SFM (about 36.5 M), not Hallo stage 2's 702 M
+    assert plan.params_trainable == sum(by_name[c].params for c in ("audioproj", "msm", "sfm"))
+    assert 36_000_000 < plan.params_trainable < 37_000_000
     # frozen encoders: sd-vae-ft-mse has 83,653,863 parameters; wav2vec2-base ~94.4 M (without a CTC head)
     assert by_name["vae (sd-vae-ft-mse)"].params == 83_653_863
     assert 94_000_000 < by_name["wav2vec2-base-960h"].params < 95_000_000
