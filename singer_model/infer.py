@@ -42,7 +42,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +148,37 @@ def load_net(cfg: SingerConfig, files: list[str], base: Path) -> SingerNet:
     return net.eval().requires_grad_(False)
 
 
+@dataclass
+class GenerationRequest:
+    """One clip for :meth:`SingerPipeline.generate_batch`."""
+
+    reference_image: np.ndarray  #: (H, W, 3) uint8 RGB
+    audio: np.ndarray  #: float32 mono, 16 kHz
+    num_frames: int | None = None  #: None: the audio's length at fps
+    seed: int = 0
+
+
+@dataclass
+class _ClipState:
+    """A clip's conditioning and its progress through the windows."""
+
+    n: int
+    feats: torch.Tensor
+    ref: torch.Tensor
+    face_emb: torch.Tensor
+    masks: list[torch.Tensor]
+    mask_fea: torch.Tensor
+    motion: torch.Tensor
+    gen: torch.Generator
+    out: list[torch.Tensor] = field(default_factory=list)
+
+    def window_audio(self, s: int, win: int) -> torch.Tensor:
+        af = self.feats[s:s + win]
+        if af.shape[0] < win:  # the last window: padded with the last audio frame (trimmed afterwards)
+            af = torch.cat([af, af[-1:].expand(win - af.shape[0], *af.shape[1:])])
+        return af[None]
+
+
 class SingerPipeline:
     """Net + VAE + preprocessing + DDIM sampling (see module docstring)."""
 
@@ -175,77 +206,131 @@ class SingerPipeline:
 
         return DDIMScheduler(**self.scheduler_kwargs)
 
-    @torch.no_grad()
-    def generate(self, reference_image: np.ndarray, audio: np.ndarray, num_frames: int | None = None,
-                 fps: float | None = None, seed: int = 0, steps: int | None = None,
-                 guidance_scale: float | None = None, progress: bool = False,
-                 cfg_uncond: str | None = None) -> np.ndarray:
-        """``(T, size, size, 3)`` uint8 frames driven by 16 kHz mono ``audio``; ``steps``, ``guidance_scale``,
-        ``cfg_uncond`` default to the checkpoint's ``inference`` settings (module docstring)."""
-        from tqdm import tqdm
-
+    def _settings(self, steps: int | None, guidance_scale: float | None, cfg_uncond: str | None
+                  ) -> tuple[int, float, str]:
         steps = int(self.defaults["steps"] if steps is None else steps)
         guidance_scale = float(self.defaults["guidance_scale"] if guidance_scale is None else guidance_scale)
         mode = self.defaults["cfg_uncond"] if cfg_uncond is None else cfg_uncond
         if mode not in CFG_UNCOND_MODES:
             raise UsageError(f"cfg_uncond must be one of {CFG_UNCOND_MODES}, got {mode!r}")
+        return steps, guidance_scale, mode
+
+    @torch.no_grad()
+    def generate(self, reference_image: np.ndarray, audio: np.ndarray, num_frames: int | None = None,
+                 fps: float | None = None, seed: int = 0, steps: int | None = None,
+                 guidance_scale: float | None = None, progress: bool = False,
+                 cfg_uncond: str | None = None, batch_cfg: bool = True) -> np.ndarray:
+        """``(T, size, size, 3)`` uint8 frames driven by 16 kHz mono ``audio``; ``steps``, ``guidance_scale``,
+        ``cfg_uncond`` default to the checkpoint's ``inference`` settings (module docstring). One clip of
+        :meth:`generate_batch`."""
+        return self.generate_batch([GenerationRequest(reference_image, audio, num_frames, seed)], fps=fps,
+                                   steps=steps, guidance_scale=guidance_scale, progress=progress,
+                                   cfg_uncond=cfg_uncond, batch_cfg=batch_cfg)[0]
+
+    @torch.no_grad()
+    def generate_batch(self, requests: list[GenerationRequest], fps: float | None = None,
+                       steps: int | None = None, guidance_scale: float | None = None, progress: bool = False,
+                       cfg_uncond: str | None = None, batch_cfg: bool = True) -> list[np.ndarray]:
+        """Several clips at once: window ``k`` of every clip that has one goes through the net in ONE batch
+        (clips of different lengths drop out as they end), and with ``batch_cfg`` (release CFG) the
+        conditional and unconditional branches are one forward of twice the batch, as the release's
+        pipeline does. Every clip keeps its own noise stream (``torch.Generator`` seeded with its ``seed``),
+        so each clip's frames equal those of :meth:`generate` alone, up to floating-point summation order.
+        ``batch_cfg=False`` runs the two branches as two forwards (``cfg_uncond="drop_reference"`` always
+        does: its unconditional branch attends to no reference)."""
+        from tqdm import tqdm
+
+        if not requests:
+            return []
+        steps, guidance_scale, mode = self._settings(steps, guidance_scale, cfg_uncond)
         fps = float(fps or self.data.fps)
-        audio = np.asarray(audio, dtype=np.float32).reshape(-1)
-        n = int(num_frames) if num_frames is not None else int(round(len(audio) / self.data.sample_rate * fps))
-        if n < 1:
-            raise UsageError("audio too short for one frame")
         dev, net = self.device, self.net
         dtype = next(net.parameters()).dtype
-        cond = self.pre.reference(reference_image)
-        feats = window_features(self.pre.audio(audio, n), net.cfg.audio_window)
         win, m = self.data.n_frames, net.cfg.n_motion_frames
-        ref = cond.ref_latent.to(dev, dtype)
-        face_emb = cond.face_emb[None].to(dev, dtype)
-        zero_emb = torch.zeros_like(face_emb)
-        region = cond.face_region[None, None].expand(1, 3, -1, -1).to(dev, dtype)
-        masks = [x[None, None].expand(1, win, -1, -1).to(dev, dtype)
-                 for x in (cond.full_mask, cond.face_mask, cond.lip_mask)]
-        zero_tokens = torch.zeros(1, win, net.cfg.audio_tokens, net.cfg.unet.audio_attention_dim, device=dev, dtype=dtype)
-        motion = ref[None].expand(m, -1, -1, -1)
         guided = guidance_scale != 1.0
-        gen = torch.Generator("cpu").manual_seed(int(seed))
+        one_forward = guided and batch_cfg and mode == "release"
+        clips = [self._prepare(r, fps, dev, dtype) for r in requests]
+        n_windows = max(-(-c.n // win) for c in clips)
         sched = self._scheduler()
-        out: list[torch.Tensor] = []
-        starts = range(0, n, win)
-        for s in tqdm(starts, desc="windows", unit="win", disable=not progress):
-            af = feats[s:s + win]
-            if af.shape[0] < win:
-                af = torch.cat([af, af[-1:].expand(win - af.shape[0], *af.shape[1:])])
-            af = af[None].to(dev, dtype)
-            ref_in = torch.cat([ref[None], motion])
+        sched.set_timesteps(steps, device=dev)
+        zero_tokens = torch.zeros(1, win, net.cfg.audio_tokens, net.cfg.unet.audio_attention_dim, device=dev,
+                                  dtype=dtype)
+        for k in tqdm(range(n_windows), desc="windows", unit="win", disable=not progress):
+            s = k * win
+            act = [c for c in clips if s < c.n]
+            a = len(act)
+            af = torch.cat([c.window_audio(s, win) for c in act]).to(dev, dtype)
+            ref_in = torch.cat([torch.cat([c.ref[None], c.motion]) for c in act])  # sample-major [A*(1+M)]
+            face_emb = torch.cat([c.face_emb for c in act])
+            zero_emb = torch.zeros_like(face_emb)
+            masks = [torch.cat([c.masks[i] for c in act]) for i in range(3)]
+            mask_fea = torch.cat([c.mask_fea for c in act])
             ref_feats = net.reference_features(ref_in, net.imageproj(face_emb))
             # release: the unconditional branch keeps reference + motion frames, seen with the zero identity
             unc_feats = net.reference_features(ref_in, net.imageproj(zero_emb)) if guided and mode == "release" else None
-            sched.set_timesteps(steps, device=dev)
             # the sampler's state stays float32; the net runs in its own dtype (bf16 / fp16 / fp32)
-            lat = torch.randn((1, ref.shape[0], win, *ref.shape[1:]), generator=gen).to(dev, torch.float32)
+            lat = torch.cat([torch.randn((1, *c.ref.shape[:1], win, *c.ref.shape[1:]), generator=c.gen)
+                             for c in act]).to(dev, torch.float32)
             lat = lat * sched.init_noise_sigma
             # the release conditions MSM once per window on the initial noise; else at every step (z_t)
-            tokens = (net.encode_audio(af, lat.to(dtype)) if net.msm is not None
-                      and net.cfg.msm.condition == "initial_noise" else None)
+            per_step_msm = net.msm is not None and net.cfg.msm.condition != "initial_noise"
+            tokens = None if per_step_msm else net.encode_audio(af, lat.to(dtype) if net.msm is not None else None)
+            unc_tokens = zero_tokens.expand(a, -1, -1, -1)
+            if one_forward:
+                assert unc_feats is not None
+                emb2 = torch.cat([face_emb, zero_emb])
+                af2 = torch.cat([af, af])
+                masks2 = [torch.cat([x, x]) for x in masks]
+                # no FaceLocator feature in the unconditional half (= Hallo's zeroed one)
+                fea2 = torch.cat([mask_fea, torch.zeros_like(mask_fea)])
+                feats2 = {key: torch.cat([v, unc_feats[key]]) for key, v in ref_feats.items()}
             for t in sched.timesteps:
                 inp = sched.scale_model_input(lat, t).to(dtype)
-                tt = t.reshape(1).to(dev)
-                pred = net(inp, tt, None, face_emb, af, region, *masks, reference_features=ref_feats,
-                           audio_tokens=tokens)
-                if guided:
-                    if mode == "release":  # no FaceLocator feature (= Hallo's zeroed one), zero audio tokens
-                        unc = net(inp, tt, None, zero_emb, af, None, *masks, audio_tokens=zero_tokens,
-                                  reference_features=unc_feats)
-                    else:
-                        unc = net(inp, tt, None, zero_emb, af, region, *masks, uncond_img_fwd=True,
-                                  audio_tokens=zero_tokens)
+                tok = net.encode_audio(af, inp) if per_step_msm else tokens
+                if one_forward:
+                    both = net(torch.cat([inp, inp]), t.reshape(1).expand(2 * a).to(dev), None, emb2, af2, None,
+                               *masks2, audio_tokens=torch.cat([tok, unc_tokens]), reference_features=feats2,
+                               mask_features=fea2)
+                    pred, unc = both.float().chunk(2)
                     pred = unc + guidance_scale * (pred - unc)
-                lat = sched.step(pred.float(), t, lat).prev_sample
-            frames = lat[0].permute(1, 0, 2, 3)  # [F, C, h, w]
-            motion = (frames[-m:] if m else frames[:0]).to(dtype)
-            out.append(frames[: min(win, n - s)].float().cpu())
-        return decode_latents(self.pre.vae, torch.cat(out))
+                else:
+                    tt = t.reshape(1).expand(a).to(dev)
+                    pred = net(inp, tt, None, face_emb, af, None, *masks, reference_features=ref_feats,
+                               audio_tokens=tok, mask_features=mask_fea).float()
+                    if guided:
+                        if mode == "release":  # no FaceLocator feature (= Hallo's zeroed one), zero audio tokens
+                            unc = net(inp, tt, None, zero_emb, af, None, *masks, audio_tokens=unc_tokens,
+                                      reference_features=unc_feats).float()
+                        else:
+                            unc = net(inp, tt, None, zero_emb, af, None, *masks, uncond_img_fwd=True,
+                                      audio_tokens=unc_tokens, mask_features=mask_fea).float()
+                        pred = unc + guidance_scale * (pred - unc)
+                lat = sched.step(pred, t, lat).prev_sample
+            for i, c in enumerate(act):
+                frames = lat[i].permute(1, 0, 2, 3)  # [F, C, h, w]
+                c.motion = (frames[-m:] if m else frames[:0]).to(dtype)
+                c.out.append(frames[: min(win, c.n - s)].cpu())
+        return [decode_latents(self.pre.vae, torch.cat(c.out)) for c in clips]
+
+    def _prepare(self, r: GenerationRequest, fps: float, dev: torch.device, dtype: torch.dtype) -> _ClipState:
+        net = self.net
+        audio = np.asarray(r.audio, dtype=np.float32).reshape(-1)
+        n = int(r.num_frames) if r.num_frames is not None else int(round(len(audio) / self.data.sample_rate * fps))
+        if n < 1:
+            raise UsageError("audio too short for one frame")
+        cond = self.pre.reference(r.reference_image)
+        feats = window_features(self.pre.audio(audio, n), net.cfg.audio_window)
+        win = self.data.n_frames
+        ref = cond.ref_latent.to(dev, dtype)
+        region = cond.face_region[None, None].expand(1, 3, -1, -1).to(dev, dtype)
+        masks = [x[None, None].expand(1, win, -1, -1).to(dev, dtype)
+                 for x in (cond.full_mask, cond.face_mask, cond.lip_mask)]
+        return _ClipState(
+            n=n, feats=feats, ref=ref, face_emb=cond.face_emb[None].to(dev, dtype), masks=masks,
+            mask_fea=net.face_locator(region),  # constant over the clip: computed once
+            motion=ref[None].expand(net.cfg.n_motion_frames, -1, -1, -1),
+            gen=torch.Generator("cpu").manual_seed(int(r.seed)),
+        )
 
     def close(self) -> None:
         self.pre.close()

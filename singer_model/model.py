@@ -98,6 +98,7 @@ class SingerNet(nn.Module):
         audio_tokens: torch.Tensor | None = None,
         reference_features: dict[str, torch.Tensor] | None = None,
         keep_graph: bool = False,
+        mask_features: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict the noise (or v) for ``noisy_latents``.
 
@@ -109,10 +110,15 @@ class SingerNet(nn.Module):
         the audio tokens (CFG). ``keep_graph`` (training): the dropped branch is still computed and multiplied
         by zero, so its trainable parameters get (zero) gradients instead of none, as DDP requires of every
         step; the prediction is the same. ``audio_tokens``/``reference_features`` reuse precomputed values
-        (inference loops). Returns [B, 4, F, h, w].
+        (inference loops); ``mask_features`` a precomputed FaceLocator output [B, C, F or 1, h, w] (inference:
+        computed once per clip; a zero row is the release's zeroed FaceLocator feature), used instead of
+        ``face_region_mask``. Returns [B, 4, F, h, w].
         """
         identity = self.imageproj(face_emb)
-        mask_fea = self.face_locator(face_region_mask) if face_region_mask is not None else None
+        if mask_features is not None:
+            mask_fea = mask_features
+        else:
+            mask_fea = self.face_locator(face_region_mask) if face_region_mask is not None else None
         if mask_fea is not None and mask_fea.shape[2] == 1 and noisy_latents.shape[2] > 1:
             mask_fea = mask_fea.expand(-1, -1, noisy_latents.shape[2], -1, -1)
         if audio_tokens is None:

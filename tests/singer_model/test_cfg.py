@@ -97,14 +97,17 @@ class _Spy:
 def test_release_uncond_branch_keeps_reference_and_motion_and_zeroes_identity_facelocator_audio(tiny_ckpt, face, audio):
     pipe = load_pipeline(tiny_ckpt)
     net = pipe.net
-    with _Spy(net) as spy:
-        pipe.generate(face, audio, num_frames=8, steps=2, guidance_scale=3.5, cfg_uncond="release", seed=1)
+    with _Spy(net) as spy:  # the two branches as two forwards
+        pipe.generate(face, audio, num_frames=8, steps=2, guidance_scale=3.5, cfg_uncond="release", seed=1,
+                      batch_cfg=False)
     assert len(spy.calls) == 2 * 2 * 2  # 2 windows x 2 steps x (cond, uncond)
     cond, unc = spy.calls[0], spy.calls[1]
-    assert cond["face_emb"].abs().sum() > 0 and cond["face_region_mask"] is not None
-    assert not cond.get("uncond_img_fwd") and cond.get("audio_tokens") is None
+    # the FaceLocator feature is computed once per clip and passed in
+    assert cond["face_emb"].abs().sum() > 0 and cond["mask_features"].abs().sum() > 0
+    assert not cond.get("uncond_img_fwd") and cond["audio_tokens"].abs().sum() > 0
     assert unc["face_emb"].abs().sum() == 0  # identity: ImageProj of zeros
-    assert unc["face_region_mask"] is None  # no FaceLocator feature (Hallo zeroes its output)
+    # no FaceLocator feature (Hallo zeroes its output)
+    assert unc["face_region_mask"] is None and unc.get("mask_features") is None
     assert not unc.get("uncond_img_fwd") and unc["reference_features"] is not None  # reference + motion stay
     assert unc["audio_tokens"].abs().sum() == 0
     # the unconditional reference features are the reference UNet's on the same latents with the zero identity
@@ -114,6 +117,17 @@ def test_release_uncond_branch_keeps_reference_and_motion_and_zeroes_identity_fa
     w2 = spy.calls[5]
     assert any(not w2["reference_features"][k].equal(ref_u[k]) for k in ref_u)
 
+    with _Spy(net) as spy:  # default: both branches in one forward of batch 2 (the release's pipeline)
+        pipe.generate(face, audio, num_frames=8, steps=2, guidance_scale=3.5, cfg_uncond="release", seed=1)
+    assert len(spy.calls) == 2 * 2  # 2 windows x 2 steps
+    both = spy.calls[0]
+    assert both["noisy_latents"].shape[0] == 2 and both["noisy_latents"][0].equal(both["noisy_latents"][1])
+    assert both["face_emb"][0].equal(cond["face_emb"][0]) and both["face_emb"][1].abs().sum() == 0
+    assert both["mask_features"][0].equal(cond["mask_features"][0]) and both["mask_features"][1].abs().sum() == 0
+    assert both["audio_tokens"][0].equal(cond["audio_tokens"][0]) and both["audio_tokens"][1].abs().sum() == 0
+    for k, v in both["reference_features"].items():  # sample-major: cond's (1 + M) rows, then uncond's
+        assert torch.allclose(v, torch.cat([ref_c[k], ref_u[k]]), atol=1e-6)
+
 
 def test_drop_reference_uncond_branch_drops_reference_identity_audio_keeps_facelocator(tiny_ckpt, face, audio):
     pipe = load_pipeline(tiny_ckpt)
@@ -122,7 +136,7 @@ def test_drop_reference_uncond_branch_drops_reference_identity_audio_keeps_facel
                                  seed=1)
     unc = spy.calls[1]
     assert unc["uncond_img_fwd"] and unc["face_emb"].abs().sum() == 0
-    assert unc["face_region_mask"] is not None and unc["audio_tokens"].abs().sum() == 0
+    assert unc["mask_features"].abs().sum() > 0 and unc["audio_tokens"].abs().sum() == 0
     frames_r = pipe.generate(face, audio, num_frames=4, steps=2, guidance_scale=3.5, cfg_uncond="release", seed=1)
     assert np.abs(frames_d.astype(int) - frames_r.astype(int)).mean() > 0.1
     with pytest.raises(UsageError, match="cfg_uncond"):
