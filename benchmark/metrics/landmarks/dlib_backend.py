@@ -55,6 +55,10 @@ class DlibBackend(LandmarkBackend):
     def weights_sha256(self) -> str:
         return self._sha
 
+    @property
+    def setting(self) -> str:
+        return f"upsample={self.config.upsample}"
+
     def detect(self, frame_rgb: np.ndarray) -> np.ndarray | None:
         frame = check_frame(frame_rgb)
         rects = self._detector(frame, self.config.upsample)

@@ -11,6 +11,10 @@ faster. Coordinates are the mesh's normalised ``x, y`` times the frame width/hei
 are 0-based pixel positions like dlib's and the PTS ground truth's (a normalised 0 is the left edge of
 pixel 0, i.e. pixel coordinate -0.5).
 
+Several faces: the graph returns up to :data:`MAX_FACES` meshes (its own order, not by size); the
+backend keeps the one with the largest bounding box of its 478 points, like the dlib backend keeps the
+largest detector box (``max_num_faces=1`` would keep whichever face the detector ranked first).
+
 iBUG-68 -> mesh index table (:data:`IBUG68_FROM_MESH`). The iBUG points are not mesh vertices, so the
 table is fitted, not read off a drawing: for each of the 68 points it holds the mesh vertex whose
 position is closest on average (distance / inter-ocular distance) to dlib's point on 200 real video
@@ -67,6 +71,8 @@ IBUG68_FROM_MESH: tuple[int, ...] = (
 # fmt: on
 assert len(IBUG68_FROM_MESH) == N_POINTS
 
+MAX_FACES = 4  # meshes asked for per frame; the largest is kept
+
 MODEL_FILES = (
     "modules/face_landmark/face_landmark_with_attention.tflite",
     "modules/face_detection/face_detection_short_range.tflite",
@@ -105,7 +111,7 @@ class MediaPipeBackend(LandmarkBackend):
 
         return import_mediapipe().solutions.face_mesh.FaceMesh(
             static_image_mode=static,
-            max_num_faces=1,
+            max_num_faces=MAX_FACES,
             refine_landmarks=True,
             min_detection_confidence=self.min_detection_confidence,
             min_tracking_confidence=self.min_tracking_confidence,
@@ -116,14 +122,17 @@ class MediaPipeBackend(LandmarkBackend):
         return self._sha
 
     def mesh(self, frame_rgb: np.ndarray, session=None) -> np.ndarray | None:
-        """All 478 mesh points of the first face, (478, 2) 0-based pixels, or None."""
+        """All 478 mesh points of the largest face (bounding-box area), (478, 2) 0-based pixels, or None."""
         frame = check_frame(frame_rgb)
         res = (session or self._still).process(frame)
         if not res.multi_face_landmarks:
             return None
         h, w = frame.shape[:2]
-        lm = res.multi_face_landmarks[0].landmark
-        return np.array([[p.x * w - 0.5, p.y * h - 0.5] for p in lm], dtype=np.float64)
+        meshes = [
+            np.array([[p.x * w - 0.5, p.y * h - 0.5] for p in face.landmark], dtype=np.float64)
+            for face in res.multi_face_landmarks
+        ]
+        return max(meshes, key=lambda m: float(np.prod(m.max(axis=0) - m.min(axis=0))))
 
     def to68(self, mesh: np.ndarray) -> np.ndarray:
         return mesh[self._index]
