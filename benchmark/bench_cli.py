@@ -62,9 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--limit", type=int, help="score only the first N clips of the manifest")
     g.add_argument("--dataset", help="dataset name of the row (default: the manifest's directory name)")
     g.add_argument(
-        "--driving-audio", choices=("mix", "vocals"), default="mix",
-        help="audio given to the method: mix = the clip's song audio, as the SINGER paper drives its model "
-             "(default); vocals = the separated vocals stem when the manifest has one",
+        "--driving-audio", choices=("mix", "vocals"), default=None,
+        help="audio given to the method: mix = the clip's song audio (default for most methods); vocals = the "
+             "separated vocals stem when the manifest has one (default for singer, hallo, singer-minus-*: their "
+             "release separates the vocals before wav2vec2)",
     )
     g = p.add_argument_group("metrics")
     g.add_argument("--metrics", default=",".join(METRICS),
@@ -90,7 +91,12 @@ def _parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("method options")
     g.add_argument("--videos", type=Path, help="external: directory of generated videos named <clip_id>.mp4")
     g.add_argument("--name", help="external: the leaderboard row's method name (e.g. hallo)")
-    g.add_argument("--checkpoint", type=Path, help="singer*: checkpoint directory")
+    g.add_argument("--checkpoint", type=Path,
+                   help="singer, hallo, singer-minus-*: checkpoint directory or config YAML "
+                        "(singer_model/configs/singer_release.yaml, hallo_release.yaml: the published weights)")
+    g.add_argument("--dtype", choices=("auto", "bf16", "fp16", "fp32"),
+                   help="singer, hallo: inference dtype (default auto: bf16 on CUDA, fp32 on CPU)")
+    g.add_argument("--batch-clips", type=int, help="singer, hallo: clips per forward (default 1)")
     g.add_argument("--device", help="torch device for the model and FVD/LSE (default: cpu)")
     g.add_argument("--seed", type=int, default=0, help="singer*: sampling seed (default: 0)")
     g.add_argument("--steps", type=int, help="singer*: DDIM steps (default: the checkpoint's, 40)")
@@ -189,8 +195,11 @@ def main(argv: list[str] | None = None) -> int:
             return usage(f"--{opt.replace('_', '-')}: no such file: {path}")
     if args.method != "external" and (args.videos or args.name):
         return usage("--videos and --name are options of --method external")
-    if not args.method.startswith("singer") and args.checkpoint:
-        return usage("--checkpoint is an option of the singer methods")
+    model_method = bool(getattr(METHODS.get(args.method), "takes_checkpoint", False))
+    if not model_method and (args.checkpoint or args.dtype or args.batch_clips):
+        return usage("--checkpoint, --dtype and --batch-clips are options of the model methods (singer, hallo, ...)")
+    # the model methods follow their release's driving audio (Hallo / SINGER separate the vocals) unless told
+    driving_audio = args.driving_audio or getattr(METHODS.get(args.method), "driving_audio", "mix")
     lm = {"backend": args.landmark_backend}
     metric_options = {
         "lse": {"weights": args.syncnet_weights, "device": args.device},
@@ -199,15 +208,16 @@ def main(argv: list[str] | None = None) -> int:
         "lmd": dict(lm), "diversity": dict(lm), "bas": dict(lm),
     }
     method_options: dict[str, Any] = {"videos": args.videos, "name": args.name}
-    if args.method.startswith("singer"):
+    if model_method:
         method_options |= {"checkpoint": args.checkpoint, "device": args.device, "seed": args.seed,
-                           "steps": args.steps, "guidance_scale": args.guidance_scale}
+                           "steps": args.steps, "guidance_scale": args.guidance_scale, "dtype": args.dtype,
+                           "batch_clips": args.batch_clips}
     try:
         protocol = protocol_with_overrides(args.protocol, fvd_stride=args.fvd_stride)
         cfg = BenchConfig(
             method=args.method, manifest=args.manifest, out=args.out, protocol=protocol, metrics=names,
             limit=args.limit, method_options=method_options, metric_options=metric_options,
-            dataset=args.dataset, driving_audio=args.driving_audio, strict=args.strict, workers=args.workers,
+            dataset=args.dataset, driving_audio=driving_audio, strict=args.strict, workers=args.workers,
             engine=args.engine, ray_address=args.ray_address, retry_errors=args.retry_errors, progress=not args.no_progress,
             with_paper_rows=args.with_paper_rows, bootstrap_samples=args.bootstrap,
             bootstrap_seed=args.bootstrap_seed,

@@ -1,148 +1,259 @@
-"""``singer`` and its ablations: the reference model in :mod:`singer_model`, from a checkpoint directory.
+"""``singer``, ``hallo`` and the module-removal variants: the reference model in :mod:`singer_model`.
 
-The bench calls ONE function of the model package, imported lazily::
+``--checkpoint`` is a checkpoint directory written by ``shv-train`` or a config YAML standing for one, such as
+the release configs ``singer_model/configs/singer_release.yaml`` and ``hallo_release.yaml`` (the published
+weights under ``pretrained_models/``)::
 
-    singer_model.infer.generate_video(
-        reference_image: np.ndarray,   # (H, W, 3) uint8 RGB, the clip's first frame
-        audio: np.ndarray,             # float32 mono, 16 kHz, exactly num_frames / fps seconds long
-        checkpoint_dir: str | Path,    # --checkpoint
-        variant: str,                  # the method name: singer | singer-no-msm | singer-no-sfm | singer-no-both
-        num_frames: int,
-        fps: float = 25,
-        seed: int = 0,
-        device: str = "cpu",
-    ) -> np.ndarray                    # (num_frames, H', W', 3) uint8 RGB
+    shv-bench --method singer --checkpoint singer_model/configs/singer_release.yaml --manifest test.parquet --out bench
+    shv-bench --method hallo  --checkpoint singer_model/configs/hallo_release.yaml  --manifest test.parquet --out bench
 
-Until ``singer_model.infer`` provides it, every ``singer*`` method stops before the first clip with
-:class:`SingerUnavailableError` naming what is missing; nothing is faked. Variants follow the paper's
-Table 3 ablation: ``singer`` = MSM + SFM, ``singer-no-msm`` = SFM only, ``singer-no-sfm`` = MSM only,
-``singer-no-both`` = neither (the Hallo backbone fine-tuned on SHV); ``singer_model.infer.VARIANTS`` maps
-each name to ``SingerConfig(use_msm=..., use_sfm=...)``.
+The bench uses three names of the model package, imported lazily when the method is checked::
+
+    singer_model.infer.load_pipeline(checkpoint_dir, variant, device, dtype) -> SingerPipeline
+    SingerPipeline.generate_batch([GenerationRequest(reference_image, audio, num_frames, seed), ...],
+                                  fps=25, steps=None, guidance_scale=None) -> [(T, H, W, 3) uint8, ...]
+    SingerPipeline.identity_backend -> "insightface" | "fallback"
+
+Methods and what they are:
+
+* ``singer``: the checkpoint's model as it is (MSM + SFM for a SINGER checkpoint; a checkpoint trained without
+  a module, such as the retrained Table 3 ablations of ``singer_model/configs/singer_no_msm.yaml``, runs
+  without it).
+* ``hallo``: the model with both SINGER modules off: the published Hallo from ``hallo_release.yaml``.
+* ``singer-minus-msm``, ``singer-minus-sfm``, ``singer-minus-both``: a trained SINGER with the module(s) removed
+  at inference. These are NOT the paper's Table 3 ablations (the paper retrained without each module; train
+  those with the ablation configs and evaluate them with ``--method singer``). ``singer-no-msm``,
+  ``singer-no-sfm`` and ``singer-no-both`` are their old names, kept as aliases.
+
+The driving audio follows the release: Hallo's and SINGER's inference separate the vocals from the song before
+wav2vec2, so these methods ask for the manifest's vocals stem (``driving_audio = "vocals"``; the bench's
+``--driving-audio mix`` overrides it). The identity backend actually used (``insightface`` or the ``fallback``)
+and the inference dtype are part of the method's fingerprint (cached clips are reused only under the same
+ones) and of :meth:`~_SingerBase.extras`, which the run summary lists.
+
+Several clips can go through the net together: :meth:`~_SingerBase.generate_batch` runs window ``k`` of up to
+``batch_clips`` clips in one forward (each clip's frames equal its frames alone, up to float summation order).
 """
 
 from __future__ import annotations
 
 import importlib
-import inspect
-from collections.abc import Callable
+import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from benchmark.methods import register
 from benchmark.methods.base import ClipInput, Method, MethodUnavailableError, check_frames
+from shv_toolkit.core.errors import MissingWeightsError, UsageError
+
+log = logging.getLogger(__name__)
 
 INFER_MODULE = "singer_model.infer"
-INFER_FUNCTION = "generate_video"
-#: the variants, named as singer_model.infer.VARIANTS names them (the method name is the variant)
-VARIANTS: tuple[str, ...] = ("singer", "singer-no-msm", "singer-no-sfm", "singer-no-both")
+#: the names the bench uses from INFER_MODULE
+INFER_API: tuple[str, ...] = ("load_pipeline", "GenerationRequest", "resolve_dtype", "checkpoint_config",
+                              "model_config_from")
+#: method name -> singer_model.infer variant (which modules stay on)
+VARIANTS: dict[str, str] = {
+    "singer": "singer",
+    "hallo": "singer-no-both",
+    "singer-minus-msm": "singer-no-msm",
+    "singer-minus-sfm": "singer-no-sfm",
+    "singer-minus-both": "singer-no-both",
+}
+#: old method names -> current ones (aliases)
+ALIASES: dict[str, str] = {"singer-no-msm": "singer-minus-msm", "singer-no-sfm": "singer-minus-sfm",
+                           "singer-no-both": "singer-minus-both"}
+CONFIG_SUFFIXES = (".yaml", ".yml")
 
 
 class SingerUnavailableError(MethodUnavailableError):
     """The SINGER inference entry point or its checkpoint is not available."""
 
 
-def load_generate_function() -> Callable[..., np.ndarray]:
-    """``singer_model.infer.generate_video``, or :class:`SingerUnavailableError` saying what is missing."""
+def load_infer_module() -> Any:
+    """``singer_model.infer``, or :class:`SingerUnavailableError` saying what is missing."""
     try:
         module = importlib.import_module(INFER_MODULE)
     except ImportError as exc:
         raise SingerUnavailableError(
-            f"the SINGER inference API is not available: cannot import {INFER_MODULE} ({exc}). "
-            f"shv-bench needs {INFER_MODULE}.{INFER_FUNCTION}(reference_image, audio, checkpoint_dir, variant, "
-            "num_frames, fps=25, seed=0, device='cpu') -> (T, H, W, 3) uint8; see benchmark/methods/singer.py"
+            f"the SINGER inference API is not available: cannot import {INFER_MODULE} ({exc}). shv-bench needs "
+            f"{INFER_MODULE}.load_pipeline (the pipeline behind {INFER_MODULE}.generate_video); "
+            "see benchmark/methods/singer.py"
         ) from exc
-    fn = getattr(module, INFER_FUNCTION, None)
-    if not callable(fn):
-        raise SingerUnavailableError(
-            f"{INFER_MODULE} has no function {INFER_FUNCTION}: the SINGER inference API has not landed yet "
-            f"(expected {INFER_FUNCTION}(reference_image, audio, checkpoint_dir, variant, num_frames, fps=25, "
-            "seed=0, device='cpu') -> (T, H, W, 3) uint8; see benchmark/methods/singer.py)"
-        )
-    params = inspect.signature(fn).parameters
-    needed = ("reference_image", "audio", "checkpoint_dir", "variant", "num_frames")
-    absent = [p for p in needed if p not in params and not any(
-        q.kind is inspect.Parameter.VAR_KEYWORD for q in params.values())]
+    absent = [name for name in INFER_API if not hasattr(module, name)]
     if absent:
         raise SingerUnavailableError(
-            f"{INFER_MODULE}.{INFER_FUNCTION} does not take {', '.join(absent)}; the bench calls it with "
-            f"keywords {', '.join(needed)}, fps, seed, device"
+            f"{INFER_MODULE} has no {', '.join(absent)}: the SINGER inference API (load_pipeline, "
+            "SingerPipeline.generate_batch, generate_video) has not landed; see benchmark/methods/singer.py"
         )
-    return fn
+    return module
 
 
 class _SingerBase(Method):
-    variant: str = "singer"
-    usage = "--checkpoint DIR [--device cpu|cuda] [--seed 0]"
+    variant: ClassVar[str] = "singer"
+    usage = ("--checkpoint DIR|CONFIG.yaml [--device cpu|cuda] [--dtype auto|bf16|fp16|fp32] [--seed 0] "
+             "[--steps N] [--guidance-scale G] [--batch-clips N]")
+    #: the release separates the vocals before wav2vec2: the bench drives these methods with the vocals stem
+    driving_audio: ClassVar[str] = "vocals"
+    #: shv-bench passes --checkpoint, --device, --dtype, --seed, --steps, --guidance-scale, --batch-clips
+    takes_checkpoint: ClassVar[bool] = True
 
     def __init__(self, checkpoint: str | Path | None = None, device: str | None = None, seed: int = 0,
-                 steps: int | None = None, guidance_scale: float | None = None, **options: Any) -> None:
+                 steps: int | None = None, guidance_scale: float | None = None, dtype: str | None = None,
+                 batch_clips: int = 1, **options: Any) -> None:
         super().__init__(**options)
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.device = device or "cpu"
         self.seed = int(seed)
+        self.dtype_option = dtype or "auto"
+        self.batch_clips = int(batch_clips)
+        if self.batch_clips < 1:
+            raise UsageError(f"batch_clips must be >= 1, got {batch_clips}")
         # sampler settings are passed only when given, so the checkpoint's inference defaults apply
         self.sampler = {k: v for k, v in (("steps", steps), ("guidance_scale", guidance_scale)) if v is not None}
-        self._generate: Callable[..., np.ndarray] | None = None
+        self._infer: Any = None
+        self._pipe: Any = None
+        self._dtype: Any = None
+        self._identity_backend: str | None = None  # kept after close(): the run summary is written after it
 
+    # ------------------------------------------------------------------ set-up
     def check(self) -> None:
+        """Refuse a missing checkpoint (a directory or a config YAML), then load the pipeline once."""
+        if self._pipe is not None:
+            return
         if self.checkpoint is None:
-            raise SingerUnavailableError(f"method {self.name} needs --checkpoint DIR (a SINGER checkpoint directory)")
-        if not self.checkpoint.is_dir():
-            raise SingerUnavailableError(f"--checkpoint: not a directory: {self.checkpoint}")
-        self._generate = load_generate_function()
+            raise SingerUnavailableError(
+                f"method {self.name} needs --checkpoint DIR or a config YAML (e.g. singer_model/configs/"
+                f"{'hallo' if self.name == 'hallo' else 'singer'}_release.yaml)")
+        is_config = self.checkpoint.suffix in CONFIG_SUFFIXES and self.checkpoint.is_file()
+        if not (self.checkpoint.is_dir() or is_config):
+            raise SingerUnavailableError(
+                f"--checkpoint: not a checkpoint directory nor a config .yaml file: {self.checkpoint}")
+        infer = load_infer_module()
+        try:
+            self._dtype = infer.resolve_dtype(self.dtype_option, self.device)
+            self._warn_if_not_what_the_name_says(infer)
+            self._pipe = infer.load_pipeline(self.checkpoint, self.variant, self.device, self._dtype)
+        except (MissingWeightsError, UsageError) as exc:
+            raise SingerUnavailableError(f"{self.name}: {exc}") from exc
+        self._infer = infer
+        self._identity_backend = str(self._pipe.identity_backend)
+        log.info("%s: %s, identity backend %s, %s on %s", self.name, self.checkpoint, self.identity_backend,
+                 self.dtype_name, self.device)
+
+    def _warn_if_not_what_the_name_says(self, infer: Any) -> None:
+        conf, _ = infer.checkpoint_config(self.checkpoint)
+        cfg = infer.model_config_from(conf.get("model") or {})
+        if self.name == "hallo" and (cfg.use_msm or cfg.use_sfm):
+            log.warning("hallo: %s is a SINGER checkpoint (MSM/SFM); with both removed it is singer-minus-both, "
+                        "not the published Hallo (singer_model/configs/hallo_release.yaml)", self.checkpoint)
+        if self.name == "singer" and not (cfg.use_msm and cfg.use_sfm):
+            log.info("singer: %s has MSM %s, SFM %s (a model trained without them, e.g. a Table 3 ablation)",
+                     self.checkpoint, "on" if cfg.use_msm else "off", "on" if cfg.use_sfm else "off")
+
+    @property
+    def identity_backend(self) -> str | None:
+        """The identity embedding actually used (``insightface`` or ``fallback``); None before :meth:`check`."""
+        return self._identity_backend
+
+    @property
+    def dtype_name(self) -> str | None:
+        return None if self._dtype is None else str(self._dtype).removeprefix("torch.")
 
     def fingerprint(self) -> dict[str, Any]:
+        if self._identity_backend is None and self.checkpoint is not None:
+            self.check()
         return {
             "method": self.name,
             "variant": self.variant,
             "checkpoint": str(self.checkpoint.resolve()) if self.checkpoint else None,
             "seed": self.seed,
+            "identity_backend": self.identity_backend,
+            "dtype": self.dtype_name,
             **self.sampler,
         }
 
+    def extras(self) -> dict[str, Any]:
+        """What a result row should carry about how it was generated."""
+        return {"checkpoint": str(self.checkpoint) if self.checkpoint else None, "variant": self.variant,
+                "identity_backend": self.identity_backend, "dtype": self.dtype_name, "device": self.device,
+                "seed": self.seed, **self.sampler}
+
+    def input_notes(self, clip_ids: list[str]) -> dict[str, list[str]]:
+        # the run summary (runs/<row>.json) and report list these: the settings a reader needs beside the row
+        return {f"{self.name}: generated with": [f"{k}: {v}" for k, v in self.extras().items() if v is not None]}
+
+    # ------------------------------------------------------------------ generation
     def generate(self, clip: ClipInput) -> np.ndarray:
-        if self._generate is None:
-            self.check()
-        assert self._generate is not None
-        frames = self._generate(
-            reference_image=clip.reference_image,
-            audio=clip.audio,
-            checkpoint_dir=self.checkpoint,
-            variant=self.variant,
-            num_frames=clip.num_frames,
-            fps=clip.fps,
-            seed=self.seed,
-            device=self.device,
-            **self.sampler,
-        )
-        return check_frames(frames, clip, self.name)
+        return self.generate_batch([clip])[0]
+
+    def generate_batch(self, clips: list[ClipInput]) -> list[np.ndarray]:
+        """Frames for several clips, ``batch_clips`` at a time through the net (see the module docstring)."""
+        self.check()
+        out: list[np.ndarray] = []
+        for i in range(0, len(clips), self.batch_clips):
+            group = clips[i:i + self.batch_clips]
+            for c in group[1:]:
+                if c.fps != group[0].fps:
+                    raise UsageError(f"clips of one batch need one fps: {c.clip_id} {c.fps} vs {group[0].fps}")
+            requests = [self._infer.GenerationRequest(c.reference_image, c.audio, c.num_frames, self.seed)
+                        for c in group]
+            frames = self._pipe.generate_batch(requests, fps=group[0].fps, **self.sampler)
+            out += [check_frames(f, c, self.name) for f, c in zip(frames, group, strict=True)]
+        return out
+
+    def close(self) -> None:
+        if self._pipe is not None:
+            self._pipe.close()
+            self._pipe = None
 
 
 @register
 class Singer(_SingerBase):
     name = "singer"
-    summary = "SINGER (MSM + SFM) from singer_model, needs --checkpoint DIR"
-    variant = "singer"
+    summary = ("SINGER: the checkpoint's model as it is; the published one: --checkpoint "
+               "singer_model/configs/singer_release.yaml (a retrained Table 3 ablation: its own checkpoint)")
+    variant = VARIANTS["singer"]
 
 
 @register
-class SingerNoMSM(_SingerBase):
-    name = "singer-no-msm"
-    summary = "SINGER ablation without the Multi-scale Spectral Module (Table 3)"
-    variant = "singer-no-msm"
+class Hallo(_SingerBase):
+    name = "hallo"
+    summary = ("Hallo: the model with MSM and SFM off; the published one: --checkpoint "
+               "singer_model/configs/hallo_release.yaml")
+    variant = VARIANTS["hallo"]
 
 
 @register
-class SingerNoSFM(_SingerBase):
-    name = "singer-no-sfm"
-    summary = "SINGER ablation without the Self-adaptive Filter Module (Table 3)"
-    variant = "singer-no-sfm"
+class SingerMinusMSM(_SingerBase):
+    name = "singer-minus-msm"
+    summary = ("a trained SINGER with MSM removed at inference (not Table 3, which retrains: "
+               "singer_model/configs/singer_no_msm.yaml, then --method singer)")
+    variant = VARIANTS["singer-minus-msm"]
 
 
 @register
-class SingerNoBoth(_SingerBase):
-    name = "singer-no-both"
-    summary = "SINGER ablation without MSM and SFM (the Hallo backbone trained on SHV)"
-    variant = "singer-no-both"
+class SingerMinusSFM(_SingerBase):
+    name = "singer-minus-sfm"
+    summary = ("a trained SINGER with SFM removed at inference (not Table 3, which retrains: "
+               "singer_model/configs/singer_no_sfm.yaml, then --method singer)")
+    variant = VARIANTS["singer-minus-sfm"]
+
+
+@register
+class SingerMinusBoth(_SingerBase):
+    name = "singer-minus-both"
+    summary = ("a trained SINGER with MSM and SFM removed at inference (not Table 3, which retrains: "
+               "singer_model/configs/singer_no_both.yaml, then --method singer)")
+    variant = VARIANTS["singer-minus-both"]
+
+
+def _alias(old: str, new: type[_SingerBase]) -> type[_SingerBase]:
+    cls = type(new.__name__ + "Alias", (new,), {"name": old, "summary": f"old name of {new.name}", "usage": ""})
+    return register(cls)  # type: ignore[arg-type]
+
+
+for _old, _new in ALIASES.items():
+    _alias(_old, {c.name: c for c in (SingerMinusMSM, SingerMinusSFM, SingerMinusBoth)}[_new])
