@@ -96,7 +96,6 @@ def _parser() -> argparse.ArgumentParser:
                         "(singer_model/configs/singer_release.yaml, hallo_release.yaml: the published weights)")
     g.add_argument("--dtype", choices=("auto", "bf16", "fp16", "fp32"),
                    help="singer, hallo: inference dtype (default auto: bf16 on CUDA, fp32 on CPU)")
-    g.add_argument("--batch-clips", type=int, help="singer, hallo: clips per forward (default 1)")
     g.add_argument("--device", help="torch device for the model and FVD/LSE (default: cpu)")
     g.add_argument("--seed", type=int, default=0, help="singer*: sampling seed (default: 0)")
     g.add_argument("--steps", type=int, help="singer*: DDIM steps (default: the checkpoint's, 40)")
@@ -196,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.method != "external" and (args.videos or args.name):
         return usage("--videos and --name are options of --method external")
     model_method = bool(getattr(METHODS.get(args.method), "takes_checkpoint", False))
-    if not model_method and (args.checkpoint or args.dtype or args.batch_clips):
-        return usage("--checkpoint, --dtype and --batch-clips are options of the model methods (singer, hallo, ...)")
+    if not model_method and (args.checkpoint or args.dtype):
+        return usage("--checkpoint and --dtype are options of the model methods (singer, hallo, ...)")
     # the model methods follow their release's driving audio (Hallo / SINGER separate the vocals) unless told
     driving_audio = args.driving_audio or getattr(METHODS.get(args.method), "driving_audio", "mix")
     lm = {"backend": args.landmark_backend}
@@ -210,8 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     method_options: dict[str, Any] = {"videos": args.videos, "name": args.name}
     if model_method:
         method_options |= {"checkpoint": args.checkpoint, "device": args.device, "seed": args.seed,
-                           "steps": args.steps, "guidance_scale": args.guidance_scale, "dtype": args.dtype,
-                           "batch_clips": args.batch_clips}
+                           "steps": args.steps, "guidance_scale": args.guidance_scale, "dtype": args.dtype}
     try:
         protocol = protocol_with_overrides(args.protocol, fvd_stride=args.fvd_stride)
         cfg = BenchConfig(

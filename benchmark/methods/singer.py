@@ -33,6 +33,8 @@ ones) and of :meth:`~_SingerBase.extras`, which the run summary lists.
 
 Several clips can go through the net together: :meth:`~_SingerBase.generate_batch` runs window ``k`` of up to
 ``batch_clips`` clips in one forward (each clip's frames equal its frames alone, up to float summation order).
+The bench's runner still calls :meth:`~_SingerBase.generate` one clip at a time; a runner that hands a method
+its clips in groups (``generate_batch``) gets the batching without changes here.
 """
 
 from __future__ import annotations
@@ -94,10 +96,10 @@ def load_infer_module() -> Any:
 class _SingerBase(Method):
     variant: ClassVar[str] = "singer"
     usage = ("--checkpoint DIR|CONFIG.yaml [--device cpu|cuda] [--dtype auto|bf16|fp16|fp32] [--seed 0] "
-             "[--steps N] [--guidance-scale G] [--batch-clips N]")
+             "[--steps N] [--guidance-scale G]")
     #: the release separates the vocals before wav2vec2: the bench drives these methods with the vocals stem
     driving_audio: ClassVar[str] = "vocals"
-    #: shv-bench passes --checkpoint, --device, --dtype, --seed, --steps, --guidance-scale, --batch-clips
+    #: shv-bench passes --checkpoint, --device, --dtype, --seed, --steps, --guidance-scale
     takes_checkpoint: ClassVar[bool] = True
 
     def __init__(self, checkpoint: str | Path | None = None, device: str | None = None, seed: int = 0,
