@@ -118,7 +118,9 @@ def step_inputs(cfg: SingerConfig, frames: int, size: int, batch: int, device: t
 
 def _net(cfg: SingerConfig, device: torch.device, dtype: torch.dtype, seed: int = 0) -> SingerNet:
     torch.manual_seed(seed)
-    return SingerNet(replace(cfg, gradient_checkpointing=False)).to(device=device, dtype=dtype)
+    with device:  # initialised on the device: a full-size net is 2.4 B parameters
+        net = SingerNet(replace(cfg, gradient_checkpointing=False))
+    return net.to(dtype=dtype)
 
 
 def measure_training(cfg: SingerConfig, *, frames: int, size: int, batch: int, device: torch.device,

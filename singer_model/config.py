@@ -10,6 +10,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
+#: what the shipped training config trains (``train.trainable`` of configs/singer_full.yaml and
+#: ``TrainSection``'s default): AudioProj, MSM and SFM, as the paper trains
+SHIPPED_TRAINABLE: tuple[str, ...] = ("audioproj.", "msm.", "denoising_unet.sfm.")
 
 @dataclass(frozen=True)
 class UNetConfig:

@@ -68,7 +68,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
-from singer_model.config import SingerConfig
+from singer_model.config import SHIPPED_TRAINABLE, SingerConfig
 from singer_model.model import SingerNet
 
 log = logging.getLogger(__name__)
@@ -356,9 +356,7 @@ def network_components(net: SingerNet) -> list[ComponentParams]:
 
 def shipped_trainable() -> tuple[str, ...]:
     """What the shipped training config trains (``TrainSection.trainable``, = singer_full.yaml's)."""
-    from singer_model.train import TrainSection
-
-    return tuple(TrainSection().trainable)
+    return SHIPPED_TRAINABLE
 
 
 def build_training_net(cfg: SingerConfig, dtype: torch.dtype = torch.bfloat16,

@@ -53,6 +53,7 @@ from shv_toolkit.core.atomic import atomic_path, remove_partials
 from shv_toolkit.core.errors import MediaError, ShvError, UsageError
 from shv_toolkit.core.jsoncodec import to_plain
 from singer_model.checkpoints import WeightPaths, load_pretrained
+from singer_model.config import SHIPPED_TRAINABLE
 from singer_model.data import (
     AudioEncoder,
     ClipCache,
@@ -79,7 +80,7 @@ class TrainSection:
     batch_size: int = 1  #: per process
     gradient_accumulation_steps: int = 1
     #: parameter-name entries: with a dot a prefix, without a dot a module name anywhere in the path
-    trainable: tuple[str, ...] = ("audioproj.", "msm.", "denoising_unet.sfm.")
+    trainable: tuple[str, ...] = SHIPPED_TRAINABLE
     mixed_precision: str = "bf16"  #: "no", "fp16", "bf16" (accelerate)
     gradient_checkpointing: bool = True
     adam_beta1: float = 0.9
