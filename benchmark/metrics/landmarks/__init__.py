@@ -34,6 +34,15 @@ takeo is a 150x225 frontal portrait (inter-ocular 54 px); einstein is 817x1024 w
 whole image. The MediaPipe 68-point table was fitted on other images (see :mod:`.mediapipe_backend`),
 so these are held-out numbers.
 
+Frames without landmarks (``perf/landmark_miss_rate.py``, 2026-12-04): on 960 frames evenly spaced over
+9 real clips with head motion (the four videos of ``shared/media`` and the five bundled sample clips, at
+their own 360x288 to 640x360), no setting missed a frame: dlib upsample 0, 1 and 2 (19.5, 70.7 and 310
+ms per frame) and MediaPipe per frame (5.1 ms); MediaPipe's tracking mode missed 1. On two of them
+upscaled to 1080 lines (160 frames), dlib 0 and 1 and MediaPipe per frame missed none (tracking: 1). No
+real clip had a frame with two faces; on the 3-face 1080p still of
+:mod:`.multiface` every setting returned the largest face. The metrics report the frames without
+landmarks per clip in their extras (``frames_without_landmarks``) and the leaderboard in its notes.
+
 The cache: LMD, Diversity and BAS on the same clip ask :func:`clip_landmarks`, which detects once per
 (backend, frame content) and keeps the last :data:`CACHE_SIZE` clips in memory. The key is a BLAKE2b
 digest of the frame bytes and shape, so aligned copies of a clip (new arrays with equal content) hit

