@@ -1,12 +1,14 @@
 """The evaluation driver: score pairs of (generated, ground truth) clips with several metrics at once.
 
 Each pair is decoded once (at the protocol's fps and sample rate), aligned once (the rule in
-:mod:`benchmark.metrics.base`), and handed to every requested metric. Failures stay local:
+:mod:`benchmark.metrics.base`), and handed to every requested metric, all through the evaluation core
+:mod:`benchmark.core` that ``shv-bench`` uses too (so a clip error reads the same in both). Failures stay
+local:
 
 * a metric that cannot be built or run because its weights are missing (``MissingWeightsError``),
   or whose module cannot be imported, is reported *missing* with its reason and the others go on;
-* a clip that fails to load, align or score records an error for that clip (and metric) and the
-  evaluation goes on with the next clip.
+* a clip that fails to load, align or score (:data:`benchmark.core.CLIP_ERRORS`) records an error for
+  that clip (and metric) and the evaluation goes on with the next clip.
 
 With ``strict=True`` any of these raises instead. Results carry the protocol's name, fingerprint and
 settings, and the SHA-256 of every extractor weight file (``Metric.extractor_hashes()``), so two
@@ -16,8 +18,6 @@ results are comparable exactly when those match. Shards evaluated separately com
 
 from __future__ import annotations
 
-import copy
-import inspect
 import logging
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -25,8 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmark.metrics import METRICS, metric_class
-from benchmark.metrics.base import BOOTSTRAP_SEED, CI_LEVEL, Clip, Metric, MetricResult, align, resize_frames
+from benchmark import core
+from benchmark.core import build_metric
+from benchmark.metrics import METRICS
+from benchmark.metrics.base import BOOTSTRAP_SEED, Clip, Metric, MetricResult
 from benchmark.protocol import Protocol, as_protocol
 from shv_toolkit.core.errors import MissingWeightsError, ShvError, UsageError
 from shv_toolkit.core.jsoncodec import to_plain
@@ -34,9 +36,6 @@ from shv_toolkit.core.jsoncodec import to_plain
 log = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".avi", ".webm", ".m4v")
-
-# errors a metric or the decoder raises on purpose for one clip (anything else is a bug and propagates)
-CLIP_ERRORS: tuple[type[BaseException], ...] = (ShvError, ValueError, RuntimeError, OSError)
 
 
 class EvaluationError(ShvError):
@@ -129,8 +128,7 @@ class EvaluationResult:
         """How ``intervals`` were made (None when they were not)."""
         if not self.bootstrap_samples:
             return None
-        return (f"{CI_LEVEL:.0%} percentile bootstrap over the {len(self.clip_ids)} scored clips, "
-                f"{self.bootstrap_samples} resamples, seed {self.bootstrap_seed}; FVD recomputed per resample")
+        return core.ci_description(len(self.clip_ids), "scored clips", self.bootstrap_samples, self.bootstrap_seed)
 
     def to_dict(self, per_clip: bool = False) -> dict[str, Any]:
         from benchmark import __version__
@@ -162,37 +160,6 @@ class EvaluationResult:
 
 
 # ------------------------------------------------------------------------------------ driver
-
-
-def build_metric(name: str, protocol: Protocol, options: dict[str, Any] | None = None) -> Metric:
-    """Instantiate metric ``name`` for ``protocol``. ``options`` are keyword arguments for its class;
-    the ones its constructor does not accept are ignored with a warning (``protocol`` is passed when
-    accepted). Raises ``KeyError`` for an unknown name, ``ImportError``/``AttributeError`` when its
-    module is not available, and whatever the constructor raises (e.g. ``MissingWeightsError``)."""
-    cls = metric_class(name)
-    params = inspect.signature(cls.__init__).parameters
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
-    kwargs: dict[str, Any] = {}
-    if "protocol" in params or takes_any:
-        kwargs["protocol"] = protocol
-    for k, v in (options or {}).items():
-        if v is None:
-            continue
-        if k in params or takes_any:
-            kwargs[k] = v
-        else:
-            log.warning("metric %s does not take option %r; ignored", name, k)
-    return cls(**kwargs)
-
-
-def _as_clip(x: Clip | str | Path, protocol: Protocol, clip_id: str | None) -> Clip:
-    if isinstance(x, Clip):
-        if abs(x.fps - protocol.fps) > 1e-3:
-            raise ShvError(
-                f"clip {x.clip_id or x.path} is at {x.fps} fps; protocol {protocol.name} needs {protocol.fps}"
-            )
-        return x
-    return Clip.load(x, fps=protocol.fps, sample_rate=protocol.sample_rate, clip_id=clip_id)
 
 
 def _pair_id(gen: Clip | str | Path, gt: Clip | str | Path, index: int) -> str:
@@ -246,23 +213,13 @@ def evaluate(
                 f"unmatched videos: generated {res.unmatched_generated}, ground truth {res.unmatched_ground_truth}"
             )
 
-    objects: dict[str, Metric] = {}
-    for name in names:
-        try:
-            objects[name] = build_metric(name, proto, (metric_options or {}).get(name))
-        except (MissingWeightsError, ImportError, AttributeError) as exc:
-            if strict and isinstance(exc, MissingWeightsError):
-                raise
-            if strict:
-                raise EvaluationError(f"metric {name} is not available: {exc}") from exc
-            kind = "weights missing" if isinstance(exc, MissingWeightsError) else "not available"
-            res.missing[name] = f"{kind}: {exc}"
-            log.warning("metric %s is missing (%s)", name, res.missing[name])
-        except (ShvError, ValueError, OSError) as exc:
-            if strict:
-                raise EvaluationError(f"metric {name} cannot be set up: {exc}") from exc
-            res.missing[name] = f"cannot be set up: {exc.__class__.__name__}: {exc}"
-            log.warning("metric %s is missing (%s)", name, res.missing[name])
+    objects, unavailable = core.build_metrics(names, proto, metric_options)
+    for name, why in unavailable.items():
+        if strict:
+            if isinstance(why.error, MissingWeightsError):
+                raise why.error
+            raise EvaluationError(why.message) from why.error
+        res.missing[name] = why.reason
     timings = {"load": 0.0, **{n: 0.0 for n in objects}}
 
     pair_list = list(pairs)
@@ -275,44 +232,35 @@ def evaluate(
             continue
         seen.add(cid)
         t0 = time.perf_counter()
-        stage = "load"
         try:
-            gt = _as_clip(r, proto, cid)
-            gen = _as_clip(g, proto, cid)
-            stage = "align"
-            if proto.eval_size is not None:
-                gt = Clip(resize_frames(gt.frames, proto.eval_size), gt.fps, gt.audio, gt.sample_rate, cid, gt.path)
-            gen_a, gt_a = align(gen, gt, proto.max_length_mismatch)
-            gen_a.clip_id = gt_a.clip_id = cid
-        except CLIP_ERRORS as exc:
+            gen_a, gt_a = core.load_pair(g, r, proto, cid)
+        except core.PairError as exc:
             timings["load"] += time.perf_counter() - t0
-            _clip_error(res, cid, stage, f"{exc.__class__.__name__}: {exc}", strict)
+            _clip_error(res, cid, exc.stage, exc.reason, strict)
             continue
         timings["load"] += time.perf_counter() - t0
         res.clip_ids.append(cid)
         for name in list(objects):
             t1 = time.perf_counter()
-            try:
-                if name == "fvd" and bootstrap:  # keep the clip's own state for the FVD interval
-                    shard = copy.copy(objects[name])
-                    shard.reset()
-                    shard.update(gen_a, gt_a)
+            if name == "fvd" and bootstrap:  # keep the clip's own state for the FVD interval
+                shard = core.fresh_shard(objects[name])
+                outcome = core.update_metric(shard, gen_a, gt_a)
+                if outcome.missing is None and outcome.error is None:
                     objects[name].merge(shard)  # the same sums as updating objects[name] directly
                     res.fvd_shards[cid] = shard
-                else:
-                    objects[name].update(gen_a, gt_a)
-            except MissingWeightsError as exc:
+            else:
+                outcome = core.update_metric(objects[name], gen_a, gt_a)
+            timings[name] += time.perf_counter() - t1
+            if outcome.missing is not None:
                 if strict:
-                    raise
-                res.missing[name] = f"weights missing: {exc}"
-                log.warning("metric %s is missing (%s)", name, exc)
+                    assert outcome.exception is not None
+                    raise outcome.exception
+                res.missing[name] = outcome.missing
+                log.warning("metric %s is missing (%s)", name, outcome.missing)
                 del objects[name]
-            except CLIP_ERRORS as exc:
-                _clip_error(res, cid, name, f"{exc.__class__.__name__}: {exc}", strict)
-            finally:
-                if name in timings:
-                    timings[name] += time.perf_counter() - t1
-        del gen, gt, gen_a, gt_a
+            elif outcome.error is not None:
+                _clip_error(res, cid, name, outcome.error, strict)
+        del gen_a, gt_a
 
     res.timings = timings
     res.metric_objects = objects
@@ -325,18 +273,8 @@ def _intervals(res: EvaluationResult) -> None:
     res.intervals = {}
     if not res.bootstrap_samples or not res.clip_ids:
         return
-    from benchmark.metrics.base import bootstrap_counts
-
-    counts = bootstrap_counts(len(res.clip_ids), res.bootstrap_samples, res.bootstrap_seed)
-    for name, obj in res.metric_objects.items():
-        if name == "fvd":
-            from benchmark.metrics.fvd import bootstrap_fvd
-
-            shards: list[Any] = [res.fvd_shards.get(c) for c in res.clip_ids]
-            for r in obj.results():
-                res.intervals[r.name] = bootstrap_fvd(shards, counts)[1] if r.value is not None else None
-            continue
-        res.intervals.update(obj.intervals(res.clip_ids, counts))
+    res.intervals = core.metric_intervals(res.metric_objects, res.clip_ids, res.fvd_shards.get,
+                                          res.bootstrap_samples, res.bootstrap_seed)
 
 
 def _clip_error(res: EvaluationResult, cid: str, where: str, reason: str, strict: bool) -> None:
@@ -348,28 +286,7 @@ def _clip_error(res: EvaluationResult, cid: str, where: str, reason: str, strict
 
 def _collect(res: EvaluationResult) -> None:
     """(Re)build ``results`` and ``extractor_hashes`` from the metric objects and the missing list."""
-    res.results = {}
-    res.extractor_hashes = {}
-    for name in res.requested:
-        obj = res.metric_objects.get(name)
-        if obj is None:
-            try:
-                hib = bool(metric_class(name).higher_is_better)
-            except (ImportError, AttributeError, KeyError):
-                hib = False
-            res.results[name] = MetricResult(
-                name, None, hib, 0, missing_reason=res.missing.get(name, "not computed")
-            )
-            continue
-        for r in obj.results():
-            res.results[r.name] = r
-        try:
-            hashes = obj.extractor_hashes()
-        except MissingWeightsError as exc:
-            hashes = {}
-            log.warning("metric %s: cannot hash its weights: %s", name, exc)
-        for k, v in hashes.items():
-            res.extractor_hashes[f"{name}.{k}"] = v
+    res.results, res.extractor_hashes = core.collect_results(res.requested, res.metric_objects, res.missing)
     _intervals(res)
 
 

@@ -39,11 +39,12 @@ import json
 import logging
 import math
 import os
+import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -52,8 +53,22 @@ from benchmark.metrics.base import MetricResult
 from benchmark.protocol import Protocol
 from shv_toolkit.core.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 
-if TYPE_CHECKING:
-    from benchmark.runner import BenchResult
+
+class BenchResult(typing.Protocol):
+    """What the outputs need of a run (:class:`benchmark.runner.BenchResult` has it). Declared here, not
+    imported, so this module never imports the runner: the runner imports this module, not the reverse."""
+
+    config: Any  # BenchConfig: ``out``, ``with_paper_rows``, ``paper_rows``
+    protocol: Protocol
+    row_name: str
+    row: dict[str, Any]
+    records: list[dict[str, Any]]
+    missing: dict[str, str]
+    failures: dict[str, dict[str, str]]
+    input_notes: dict[str, list[str]]
+    n_computed: int
+    n_cached: int
+    seconds: float
 
 log = logging.getLogger(__name__)
 

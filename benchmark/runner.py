@@ -13,7 +13,8 @@ For each test clip (manifest order, ``limit`` first ones):
 
 Per-clip cache (resume): each clip's outcome is written atomically to
 ``OUT/cache/<dataset>/<protocol>/<row>/<clip_id>.json``: the generated video, errors, and for every metric
-its one-clip *state* (what ``Metric.reset`` initialises, encoded as JSON with base64 arrays, no pickle)
+its one-clip *state* (the states the metric declares with ``Metric.add_state``, encoded as JSON with base64
+arrays by :func:`benchmark.core.encode_state`, no pickle)
 and per-clip values. A rerun reuses a clip's metric when its fingerprint still matches (ground-truth
 video SHA-256, method settings and per-clip input, driving audio, protocol fingerprint, metric options
 and extractor weight hashes), so an interrupted run computes only what is missing; adding a metric
@@ -28,14 +29,15 @@ tests check it against :func:`benchmark.evaluate.evaluate`). With ``workers > 1`
 processes (local engine or Ray through :func:`shv_toolkit.core.engines.make_engine`, generic ``map``); the row is
 the same because merging always happens here, in clip order.
 
-Failures stay local: a clip whose generation, decoding or metric raises records the reason (stage ->
-message) and the run goes on; ``strict=True`` raises :class:`BenchError` instead. A metric that cannot be
+Metric setup, decoding + alignment, the clip errors and missing weights are those of the evaluation core
+(:mod:`benchmark.core`, shared with ``shv-metrics``). Failures stay local: a clip whose generation,
+decoding or metric raises one of :data:`benchmark.core.CLIP_ERRORS` records the reason (stage -> message)
+and the run goes on; ``strict=True`` raises :class:`BenchError` instead. A metric that cannot be
 set up (weights missing, e.g. SyncNet for LSE) is reported missing with its reason; its cells stay empty.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json
@@ -49,34 +51,19 @@ from typing import Any
 
 import numpy as np
 
+from benchmark import core, leaderboard
+from benchmark.core import CLIP_ERRORS, decode_state, encode_state, error_reason, fresh_shard
 from benchmark.methods import Method, MethodUnavailableError, make_method
 from benchmark.methods.base import ClipInput, check_frames, safe_name
-from benchmark.metrics import METRICS, metric_class
-from benchmark.metrics.base import (
-    BOOTSTRAP_SAMPLES,
-    BOOTSTRAP_SEED,
-    CI_LEVEL,
-    Clip,
-    Metric,
-    MetricResult,
-    align,
-    bootstrap_counts,
-    resize_frames,
-)
+from benchmark.metrics import METRICS
+from benchmark.metrics.base import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, CI_LEVEL, Clip, Metric, MetricResult
 from benchmark.protocol import Protocol, as_protocol
 from shv_toolkit.core.atomic import atomic_path, atomic_write_bytes
 from shv_toolkit.core.errors import MissingWeightsError, ShvError, UsageError
 from shv_toolkit.core.hashing import sha256_file
-from shv_toolkit.core.jsoncodec import decode, encode
 
 log = logging.getLogger(__name__)
 
-#: exceptions a method or a metric may raise for one clip; the clip records them and the run goes on
-#: (a model crashing on one input raises any of these; MethodUnavailableError is re-raised before)
-CLIP_ERRORS: tuple[type[BaseException], ...] = (
-    ShvError, ValueError, RuntimeError, OSError, ArithmeticError, LookupError, TypeError, AssertionError,
-    MemoryError,
-)
 CACHE_VERSION = 1
 DRIVING_AUDIO = ("mix", "vocals")
 
@@ -150,51 +137,6 @@ def protocol_with_overrides(protocol: str | Protocol, **overrides: Any) -> Proto
     return dataclasses.replace(proto, name=f"{proto.name}[{tag}]", **changes)
 
 
-# ------------------------------------------------------------------------- state codec (JSON)
-
-
-_STATE_NAMES: dict[type, list[str]] = {}
-
-
-def state_names(metric: Metric) -> list[str]:
-    """Attributes ``metric.reset()`` assigns: the metric's streaming state (traced on a throwaway copy)."""
-    cls = type(metric)
-    if cls in _STATE_NAMES:
-        return _STATE_NAMES[cls]
-    names: list[str] = []
-
-    class _Tracer(cls):  # type: ignore[misc, valid-type]
-        def __setattr__(self, key: str, value: Any) -> None:
-            names.append(key)
-            object.__setattr__(self, key, value)
-
-    probe = object.__new__(_Tracer)
-    probe.__dict__.update(copy.copy(metric.__dict__))
-    cls.reset(probe)
-    _STATE_NAMES[cls] = list(dict.fromkeys(names))
-    return _STATE_NAMES[cls]
-
-
-def fresh_shard(template: Metric) -> Metric:
-    """An empty metric of the template's class and settings, sharing its (read-only) models."""
-    shard = copy.copy(template)
-    shard.reset()
-    return shard
-
-
-def get_state(metric: Metric) -> dict[str, Any]:
-    return {k: encode(getattr(metric, k)) for k in state_names(metric)}
-
-
-def set_state(metric: Metric, state: dict[str, Any]) -> Metric:
-    expected = set(state_names(metric))
-    if set(state) != expected:
-        raise ValueError(f"cached state of {metric.name} has {sorted(state)}, expected {sorted(expected)}")
-    for k, v in state.items():
-        setattr(metric, k, decode(v))
-    return metric
-
-
 def _digest(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -248,26 +190,13 @@ class Context:
 def build_templates(
     names: list[str], protocol: Protocol, options: dict[str, dict[str, Any]], strict: bool = False
 ) -> tuple[dict[str, Metric], dict[str, str]]:
-    """Metric objects for ``names`` and ``{name: reason}`` for those that cannot be set up (as evaluate)."""
-    from benchmark.evaluate import build_metric
-
-    templates: dict[str, Metric] = {}
-    missing: dict[str, str] = {}
-    for name in names:
-        try:
-            templates[name] = build_metric(name, protocol, options.get(name))
-        except (MissingWeightsError, ImportError, AttributeError) as exc:
-            if strict:
-                raise BenchError(f"metric {name} is not available: {exc}") from exc
-            kind = "weights missing" if isinstance(exc, MissingWeightsError) else "not available"
-            missing[name] = f"{kind}: {exc}"
-            log.warning("metric %s is missing (%s)", name, missing[name])
-        except (ShvError, ValueError, OSError) as exc:
-            if strict:
-                raise BenchError(f"metric {name} cannot be set up: {exc}") from exc
-            missing[name] = f"cannot be set up: {exc.__class__.__name__}: {exc}"
-            log.warning("metric %s is missing (%s)", name, missing[name])
-    return templates, missing
+    """Metric objects for ``names`` and ``{name: reason}`` for those that cannot be set up
+    (:func:`benchmark.core.build_metrics`); ``strict``: :class:`BenchError` instead."""
+    templates, unavailable = core.build_metrics(names, protocol, options)
+    if strict and unavailable:
+        why = next(iter(unavailable.values()))
+        raise BenchError(why.message) from why.error
+    return templates, {n: why.reason for n, why in unavailable.items()}
 
 
 _NOT_FINGERPRINTED = frozenset({"device", "progress"})
@@ -283,7 +212,7 @@ def _metric_fingerprint(name: str, metric: Metric, options: dict[str, Any] | Non
     # the state's layout too: a cached state of an older layout (a metric that gained a state field, as
     # PSNR's ``wrapped``) is recomputed instead of failing to load
     return _digest({"metric": name, "class": type(metric).__qualname__, "options": opts, "hashes": hashes,
-                    "state": state_names(metric)})
+                    "state": metric.state_names()})
 
 
 def make_context(job: Job, strict: bool = False) -> Context:
@@ -311,10 +240,6 @@ def _context_for(job: Job) -> Context:
     if ctx is None:
         ctx = _CONTEXTS[job.key] = make_context(job)
     return ctx
-
-
-def _err(exc: BaseException) -> str:
-    return f"{exc.__class__.__name__}: {exc}"
 
 
 def _load_cache(path: Path) -> dict[str, Any] | None:
@@ -492,7 +417,7 @@ def process_clip(job: Job, ctx: Context, item: ClipItem) -> dict[str, Any]:
         except MethodUnavailableError:
             raise
         except CLIP_ERRORS as exc:
-            rec["errors"]["generate"] = _err(exc)
+            rec["errors"]["generate"] = error_reason(exc)
             log.warning("clip %s: generation failed: %s", item.clip_id, rec["errors"]["generate"])
         rec["seconds"]["generate"] = time.perf_counter() - t0
         rec["generated_video"] = str(gen_path) if gen_path else None
@@ -503,46 +428,36 @@ def process_clip(job: Job, ctx: Context, item: ClipItem) -> dict[str, Any]:
 
     # ---- decode and align ---------------------------------------------------------------------------
     t0 = time.perf_counter()
-    stage = "load"
     try:
-        g = load_gt()
-        gen = Clip.load(gen_path, fps=job.protocol.fps, sample_rate=job.protocol.sample_rate,
-                        clip_id=item.clip_id)
-        stage = "align"
-        if job.protocol.eval_size is not None:
-            g = Clip(resize_frames(g.frames, job.protocol.eval_size), g.fps, g.audio, g.sample_rate,
-                     item.clip_id, g.path)
-        gen_a, gt_a = align(gen, g, job.protocol.max_length_mismatch)
-        gen_a.clip_id = gt_a.clip_id = item.clip_id
-    except CLIP_ERRORS as exc:
-        rec["errors"][stage] = _err(exc)
+        gen_a, gt_a = core.load_pair(gen_path, load_gt, job.protocol, item.clip_id)
+    except core.PairError as exc:
+        rec["errors"][exc.stage] = exc.reason
         rec["seconds"]["load"] = time.perf_counter() - t0
         rec["seconds"]["total"] = time.perf_counter() - t_start
-        log.warning("clip %s: %s failed: %s", item.clip_id, stage, rec["errors"][stage])
+        log.warning("clip %s: %s failed: %s", item.clip_id, exc.stage, exc.reason)
         _write_json(cache_path, rec)
         return rec
     rec["seconds"]["load"] = time.perf_counter() - t0
 
     # ---- metrics --------------------------------------------------------------------------------------
+    def fvd_update(shard: Metric, gen: Clip, gt: Clip) -> None:
+        _fvd_update(shard, gen, gt, ctx.features_dir)
+
     for name in todo:
         t1 = time.perf_counter()
         shard = fresh_shard(ctx.templates[name])
         entry: dict[str, Any] = {"fp": ctx.metric_fps[name]}
-        try:
-            if name == "fvd":
-                _fvd_update(shard, gen_a, gt_a, ctx.features_dir)
-            else:
-                shard.update(gen_a, gt_a)
-            entry["state"] = get_state(shard)
+        outcome = core.update_metric(shard, gen_a, gt_a, fvd_update if name == "fvd" else None)
+        if outcome.missing is not None:
+            entry = {"missing": outcome.missing}
+        elif outcome.error is not None:
+            entry["error"] = rec["errors"][name] = outcome.error
+            log.warning("clip %s: metric %s failed: %s", item.clip_id, name, entry["error"])
+        else:
+            entry["state"] = encode_state(shard)
             entry["values"] = {
                 r.name: r.per_clip.get(item.clip_id) for r in shard.results() if r.per_clip
             }
-        except MissingWeightsError as exc:
-            entry = {"missing": f"weights missing: {exc}"}
-        except CLIP_ERRORS as exc:
-            entry["error"] = _err(exc)
-            rec["errors"][name] = entry["error"]
-            log.warning("clip %s: metric %s failed: %s", item.clip_id, name, entry["error"])
         entry["seconds"] = time.perf_counter() - t1
         rec["seconds"][name] = entry["seconds"]
         rec["metrics"][name] = entry
@@ -635,7 +550,7 @@ def merge_records(
             if "missing" in entry:
                 missing[name] = entry["missing"]
             elif "state" in entry:
-                merged[name].merge(set_state(fresh_shard(templates[name]), entry["state"]))
+                merged[name].merge(decode_state(fresh_shard(templates[name]), entry["state"]))
     for name in missing:
         merged.pop(name, None)
     return merged, missing
@@ -658,30 +573,19 @@ def row_intervals(
     (:meth:`Metric.intervals`). FVD: each resample's window statistics are the count-weighted sums of
     the drawn clips' one-clip states (from ``records``) and its distance is recomputed from them
     (:func:`benchmark.metrics.fvd.bootstrap_fvd`)."""
-    counts = bootstrap_counts(len(clip_ids), samples, seed)
-    out: dict[str, tuple[float, float] | None] = {}
-    for name, obj in merged.items():
-        if name == "fvd":
-            from benchmark.metrics.fvd import bootstrap_fvd
+    by_clip = {r["clip_id"]: r.get("metrics", {}).get("fvd", {}) for r in records}
 
-            by_clip = {r["clip_id"]: r.get("metrics", {}).get(name, {}) for r in records}
-            shards: list[Any] = []
-            for cid in clip_ids:
-                state = by_clip.get(cid, {}).get("state")
-                shards.append(None if state is None else set_state(fresh_shard(templates[name]), state))
-            for r in obj.results():
-                out[r.name] = bootstrap_fvd(shards, counts, level)[1] if r.value is not None else None
-            continue
-        out.update(obj.intervals(clip_ids, counts, level))
-    return out
+    def fvd_shard(cid: str) -> Metric | None:
+        state = by_clip.get(cid, {}).get("state")
+        return None if state is None else decode_state(fresh_shard(templates["fvd"]), state)
+
+    return core.metric_intervals(merged, clip_ids, fvd_shard, samples, seed, level)
 
 
 def run_bench(cfg: BenchConfig, protocol: Protocol | None = None) -> BenchResult:
     """Run ``cfg.method`` over the manifest's clips, write the outputs in ``cfg.out`` and return the result
     (the leaderboard files are rewritten with this method's row replaced)."""
     from tqdm import tqdm
-
-    from benchmark import leaderboard
 
     t_run = time.perf_counter()
     proto = protocol or as_protocol(cfg.protocol)
@@ -719,25 +623,7 @@ def run_bench(cfg: BenchConfig, protocol: Protocol | None = None) -> BenchResult
 
     merged, missing_late = merge_records(done, ctx.templates)
     missing = dict(ctx.missing) | missing_late
-    results: dict[str, MetricResult] = {}
-    for name in job.metrics:
-        obj = merged.get(name)
-        if obj is None:
-            try:
-                hib = bool(metric_class(name).higher_is_better)
-            except (ImportError, AttributeError):
-                hib = False
-            results[name] = MetricResult(name, None, hib, 0, missing_reason=missing.get(name, "not computed"))
-            continue
-        for r in obj.results():
-            results[r.name] = r
-    hashes: dict[str, str] = {}
-    for name, obj in merged.items():
-        try:
-            for k, v in obj.extractor_hashes().items():
-                hashes[f"{name}.{k}"] = v
-        except MissingWeightsError:
-            pass
+    results, hashes = core.collect_results(job.metrics, merged, missing)
 
     failures = {r["clip_id"]: dict(r["errors"]) for r in done if r["errors"]}
     notes = ctx.method.input_notes([c.clip_id for c in items])
@@ -747,8 +633,7 @@ def run_bench(cfg: BenchConfig, protocol: Protocol | None = None) -> BenchResult
         t_ci = time.perf_counter()
         intervals = row_intervals(done, ctx.templates, merged, [c.clip_id for c in items],
                                   cfg.bootstrap_samples, cfg.bootstrap_seed)
-        ci_text = (f"{CI_LEVEL:.0%} percentile bootstrap over the {len(items)} test clips, "
-                   f"{cfg.bootstrap_samples} resamples, seed {cfg.bootstrap_seed}; FVD recomputed per resample")
+        ci_text = core.ci_description(len(items), "test clips", cfg.bootstrap_samples, cfg.bootstrap_seed)
         log.info("bootstrap intervals: %.1f s", time.perf_counter() - t_ci)
     row = leaderboard.make_row(
         method=ctx.method.row_name,
@@ -790,9 +675,6 @@ __all__ = [
     "BenchError",
     "BenchResult",
     "ClipItem",
-    "decode",
-    "encode",
-    "get_state",
     "ClipTask",
     "merge_records",
     "process_clip",
@@ -800,6 +682,4 @@ __all__ = [
     "read_clips",
     "row_intervals",
     "run_bench",
-    "set_state",
-    "state_names",
 ]

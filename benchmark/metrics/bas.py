@@ -157,8 +157,10 @@ class BAS(LandmarkMetric, Metric):
     name = "bas"
     higher_is_better = True
 
-    def reset(self) -> None:
-        self.per_clip: dict[str, BASValue] = {}
+    def __init__(self, protocol: Protocol | str | None = None, backend: LandmarkBackend | str | None = None) -> None:
+        super().__init__(protocol, backend)
+        self.per_clip: dict[str, BASValue]
+        self.add_state("per_clip", {}, "union")
 
     def update(self, generated: Clip, ground_truth: Clip | None = None) -> float:
         value = bas_clip(generated, ground_truth, self.backend, self.protocol)
@@ -188,6 +190,3 @@ class BAS(LandmarkMetric, Metric):
         # a clip without a music beat has no BA: given to the metric, not scored (n_failed)
         return MetricResult(self.name, value, self.higher_is_better, len(vals), vals, extras,
                             n_failed=len(vals) - len(finite))
-
-    def merge(self, other: Metric) -> Metric:
-        return self._merge_per_clip(other)

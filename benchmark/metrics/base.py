@@ -16,9 +16,11 @@ Alignment rule (documented once, applied by :func:`align`):
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -216,21 +218,87 @@ def _as_float(v: Any) -> float:
     return float(v) if isinstance(v, int | float | np.floating | np.integer) else math.nan
 
 
+#: how :meth:`Metric.merge` combines one state of two shards (``add_state(..., reduce=...)``):
+#: ``"union"``: dicts keyed by clip id, united; a key in both shards is an error (counted twice);
+#: ``"sum"``: numbers and arrays added (dicts of them: key by key); ``"cat"``: lists concatenated.
+#: A callable ``(mine, theirs) -> merged`` is accepted too.
+REDUCTIONS = ("union", "sum", "cat")
+Reduce = str | Callable[[Any, Any], Any]
+
+
+def _reduce_sum(a: Any, b: Any) -> Any:
+    if isinstance(a, dict):
+        if a.keys() != b.keys():
+            raise ValueError(f"cannot sum states with keys {sorted(a)} and {sorted(b)}")
+        return {k: _reduce_sum(v, b[k]) for k, v in a.items()}
+    return a + b
+
+
+def merge_state(name: str, reduce: Reduce, mine: Any, theirs: Any, metric: str = "") -> Any:
+    """One state of two shards combined by ``reduce`` (see :data:`REDUCTIONS`); inputs are not modified."""
+    if callable(reduce):
+        return reduce(mine, theirs)
+    if reduce == "union":
+        dup = mine.keys() & theirs.keys()
+        if dup:
+            raise ValueError(f"{metric or name}: shards share clip ids {sorted(dup)[:3]}")
+        return {**mine, **theirs}
+    if reduce == "sum":
+        return _reduce_sum(mine, theirs)
+    if reduce == "cat":
+        return list(mine) + list(theirs)
+    raise ValueError(f"unknown reduction {reduce!r} of state {name}; choose from {', '.join(REDUCTIONS)}")
+
+
 class Metric(ABC):
     """Streaming metric: ``update`` per clip pair, ``compute`` the aggregate, ``merge`` shards.
 
-    Subclasses declare ``name`` and ``higher_is_better``. The state is explicit (``state_names``)
-    so that ``merge`` of two shards equals one pass over their union.
+    Subclasses declare ``name`` and ``higher_is_better``, and their streaming state once, in
+    ``__init__``, with :meth:`add_state` (torchmetrics-style: a name, its empty value and how two
+    shards combine). ``reset``, ``merge``, :meth:`state_dict` / :meth:`load_state_dict` (the
+    bench's per-clip cache) are generic over the declared states, so ``merge`` of two shards equals
+    one pass over their union. A subclass overrides ``merge`` only to check settings first.
     """
 
     name: ClassVar[str]
     higher_is_better: ClassVar[bool]
 
     def __init__(self) -> None:
+        self.__dict__.setdefault("_states", {})
         self.reset()
 
-    @abstractmethod
-    def reset(self) -> None: ...
+    def add_state(self, name: str, default: Any, reduce: Reduce) -> None:
+        """Declare streaming state ``name``: ``default`` is its empty value (copied on every reset),
+        ``reduce`` how two shards combine (:data:`REDUCTIONS` or a callable)."""
+        if not callable(reduce) and reduce not in REDUCTIONS:
+            raise ValueError(f"unknown reduction {reduce!r} of state {name}; choose from {', '.join(REDUCTIONS)}")
+        states: dict[str, tuple[Any, Reduce]] = self.__dict__.setdefault("_states", {})
+        if name in states:
+            raise ValueError(f"{type(self).__name__}: state {name!r} declared twice")
+        states[name] = (copy.deepcopy(default), reduce)
+        setattr(self, name, copy.deepcopy(default))
+
+    def state_names(self) -> list[str]:
+        """The declared states, in declaration order."""
+        return list(self.__dict__.get("_states", {}))
+
+    def reset(self) -> None:
+        """Every declared state back to its default."""
+        for name, (default, _) in self.__dict__.get("_states", {}).items():
+            setattr(self, name, copy.deepcopy(default))
+
+    def state_dict(self) -> dict[str, Any]:
+        """``{state: value}`` of the declared states (the values themselves, not copies)."""
+        return {k: getattr(self, k) for k in self.state_names()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> Metric:
+        """Set the declared states from ``state`` (exactly those names) and return ``self``."""
+        expected = self.state_names()
+        if set(state) != set(expected):
+            raise ValueError(f"state of {self.name} has {sorted(state)}, expected {sorted(expected)}")
+        for k in expected:
+            setattr(self, k, state[k])
+        return self
 
     @abstractmethod
     def update(self, generated: Clip, ground_truth: Clip) -> float | None:
@@ -244,9 +312,15 @@ class Metric(ABC):
         LMD reports mouth and full-face LMD. Tables and the CLI use this, not ``compute``."""
         return [self.compute()]
 
-    @abstractmethod
     def merge(self, other: Metric) -> Metric:
-        """Fold ``other``'s state into this one (in place) and return ``self``."""
+        """Fold ``other``'s declared states into this one (in place, by each state's reduction) and
+        return ``self``; nothing changes when any state cannot be merged."""
+        self._check_merge(other)
+        merged = {name: merge_state(name, reduce, getattr(self, name), getattr(other, name), self.name)
+                  for name, (_, reduce) in self.__dict__.get("_states", {}).items()}
+        for name, value in merged.items():
+            setattr(self, name, value)
+        return self
 
     def extractor_hashes(self) -> dict[str, str]:
         """SHA-256 of every weight file this metric's result depends on (``{logical name: sha256}``).
@@ -277,17 +351,6 @@ class Metric(ABC):
         if type(other) is not type(self):
             raise TypeError(f"cannot merge {type(other).__name__} into {type(self).__name__}")
 
-    def _merge_per_clip(self, other: Metric) -> Metric:
-        """``merge`` for metrics whose whole state is ``per_clip`` (clip id -> value): the union of
-        both shards; a clip id in both is an error (it would be counted twice)."""
-        self._check_merge(other)
-        mine, theirs = self.per_clip, other.per_clip  # type: ignore[attr-defined]
-        dup = mine.keys() & theirs.keys()
-        if dup:
-            raise ValueError(f"{self.name}: shards share clip ids {sorted(dup)[:3]}")
-        mine.update(theirs)
-        return self
-
 
 class PerClipMeanMetric(Metric):
     """A metric whose aggregate is the mean of a per-clip value (SSIM, PSNR, CPBD, LMD, ...).
@@ -296,8 +359,11 @@ class PerClipMeanMetric(Metric):
     is an error (it would be counted twice).
     """
 
-    def reset(self) -> None:
-        self.per_clip: dict[str, float] = {}
+    per_clip: dict[str, float]
+
+    def __init__(self) -> None:
+        self.add_state("per_clip", {}, "union")
+        super().__init__()
 
     @abstractmethod
     def score(self, generated: Clip, ground_truth: Clip) -> float:
@@ -328,6 +394,3 @@ class PerClipMeanMetric(Metric):
         if failed:
             res.extras["failed_clips"] = failed  # non-finite values, left out of the mean
         return res
-
-    def merge(self, other: Metric) -> Metric:
-        return self._merge_per_clip(other)

@@ -39,7 +39,7 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 from types import ModuleType
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
@@ -332,10 +332,8 @@ class CPBD(PerClipMeanMetric):
         self.also_ground_truth = also_ground_truth
         self.max_length_mismatch = int(as_protocol(protocol).max_length_mismatch)
         super().__init__()
-
-    def reset(self) -> None:
-        super().reset()
-        self.ground_truth_values: dict[str, float] = {}
+        self.ground_truth_values: dict[str, float]
+        self.add_state("ground_truth_values", {}, "union")
 
     def score(self, generated: Clip, ground_truth: Clip) -> float:
         return cpbd_clip(generated.frames, self.frame_step)
@@ -361,8 +359,3 @@ class CPBD(PerClipMeanMetric):
         if self.ground_truth_values:
             res.extras["ground_truth"] = float(np.mean(list(self.ground_truth_values.values())))
         return res
-
-    def merge(self, other: Any) -> CPBD:
-        super().merge(other)
-        self.ground_truth_values.update(other.ground_truth_values)
-        return self

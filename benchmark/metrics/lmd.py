@@ -107,8 +107,10 @@ class LMD(LandmarkMetric, Metric):
     name = "lmd"
     higher_is_better = False
 
-    def reset(self) -> None:
-        self.per_clip: dict[str, LMDValue] = {}
+    def __init__(self, protocol: Protocol | str | None = None, backend: LandmarkBackend | str | None = None) -> None:
+        super().__init__(protocol, backend)
+        self.per_clip: dict[str, LMDValue]
+        self.add_state("per_clip", {}, "union")
 
     def update(self, generated: Clip, ground_truth: Clip) -> float:
         value = lmd_clip(generated, ground_truth, self.backend, self.protocol)
@@ -143,6 +145,3 @@ class LMD(LandmarkMetric, Metric):
 
     def results(self) -> list[MetricResult]:
         return [self._result("lmd", "lmd"), self._result("lmd_face", "lmd_face")]
-
-    def merge(self, other: Metric) -> Metric:
-        return self._merge_per_clip(other)

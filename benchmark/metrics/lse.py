@@ -59,8 +59,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmark.extractors.syncnet import SyncNet, load_syncnet
 from benchmark.metrics.base import Clip, Metric, MetricInputError, MetricResult, align
-from benchmark.metrics.syncnet import SyncNet, load_syncnet
 from benchmark.protocol import Protocol, get_protocol
 
 log = logging.getLogger(__name__)
@@ -480,6 +480,10 @@ class LSE(Metric):
         self.model = model.eval()
         self._detector = detector
         super().__init__()
+        self.per_clip: dict[str, ClipSync]
+        self.failed: dict[str, str]
+        self.add_state("per_clip", {}, "union")
+        self.add_state("failed", {}, "union")
 
     @property
     def detector(self) -> FaceDetector:
@@ -495,10 +499,6 @@ class LSE(Metric):
         if isinstance(state.get("_detector"), MediapipeFaceDetector):
             state["_detector"] = None
         return state
-
-    def reset(self) -> None:
-        self.per_clip: dict[str, ClipSync] = {}
-        self.failed: dict[str, str] = {}
 
     def update(self, generated: Clip, ground_truth: Clip) -> None:
         """Score one pair; per-clip LSE-D/LSE-C/offset go to ``per_clip`` (two numbers, so None
@@ -557,6 +557,4 @@ class LSE(Metric):
         dup = mine & (other.per_clip.keys() | other.failed.keys())
         if dup:
             raise ValueError(f"lse: shards share clip ids {sorted(dup)[:3]}")
-        self.per_clip.update(other.per_clip)
-        self.failed.update(other.failed)
-        return self
+        return super().merge(other)

@@ -26,7 +26,7 @@ PSNR.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 
@@ -111,12 +111,12 @@ class PSNR(PerClipMeanMetric):
         self.max_length_mismatch = int(as_protocol(protocol).max_length_mismatch)
         self.with_wrap = bool(as_protocol(protocol).psnr_uint8_wrap)
         super().__init__()
-
-    def reset(self) -> None:
-        super().reset()
-        self.uncapped: dict[str, float] = {}
-        self.n_identical: dict[str, int] = {}
-        self.wrapped: dict[str, float] = {}  # psnr_uint8_wrap per clip (only when the protocol asks)
+        self.uncapped: dict[str, float]
+        self.n_identical: dict[str, int]
+        self.wrapped: dict[str, float]
+        self.add_state("uncapped", {}, "union")
+        self.add_state("n_identical", {}, "union")
+        self.add_state("wrapped", {}, "union")  # psnr_uint8_wrap per clip (only when the protocol asks)
 
     def score(self, generated: Clip, ground_truth: Clip) -> float:
         uncapped = psnr_frames(generated.frames, ground_truth.frames, self.data_range, cap_db=None)
@@ -158,13 +158,6 @@ class PSNR(PerClipMeanMetric):
             "n_frames_capped": int(sum(self.n_identical.values())),
         })
         return res
-
-    def merge(self, other: Any) -> PSNR:
-        super().merge(other)
-        self.uncapped.update(other.uncapped)
-        self.n_identical.update(other.n_identical)
-        self.wrapped.update(other.wrapped)
-        return self
 
 
 __all__ = ["PSNR", "mse_frames", "psnr_clip", "psnr_frames", "psnr_uint8_wrap_frames", "wrapped_mse_frames"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from benchmark.core import encode_state, fresh_shard
 from benchmark.metrics.base import (
     Clip,
     PerClipMeanMetric,
@@ -14,7 +15,7 @@ from benchmark.metrics.base import (
     percentile_interval,
 )
 from benchmark.metrics.fvd import FEATURE_DIM, FVD, bootstrap_fvd, frechet_distance
-from benchmark.runner import fresh_shard, get_state, row_intervals
+from benchmark.runner import row_intervals
 
 
 def test_counts_are_seeded_resamples_with_replacement() -> None:
@@ -122,7 +123,7 @@ def test_row_intervals_from_cached_clip_records() -> None:
         one.update(_clip(10 * (i + 1), cid), _clip(10 * (i + 1), cid))
         merged_first.merge(one)
         merged_fvd.merge(shard)
-        records.append({"clip_id": cid, "metrics": {"fvd": {"state": get_state(shard)}}})
+        records.append({"clip_id": cid, "metrics": {"fvd": {"state": encode_state(shard)}}})
     ids = ["x", "y", "z"]
     out = row_intervals(records, {"fvd": template, "first": first}, {"fvd": merged_fvd, "first": merged_first},
                         ids, samples=40, seed=9)

@@ -11,7 +11,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from benchmark.metrics import i3d
+from benchmark.extractors import i3d
 from benchmark.metrics.base import AlignmentError, Clip
 from benchmark.metrics.fvd import FVD, frechet_distance, window_starts
 from shv_toolkit.core import media

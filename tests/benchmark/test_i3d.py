@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark.metrics import i3d
+from benchmark.extractors import i3d
 from shv_toolkit.core import media
 from shv_toolkit.core.errors import MissingWeightsError
 

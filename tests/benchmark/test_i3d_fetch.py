@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmark.metrics import i3d
+from benchmark.extractors import i3d
 from benchmark.registry_fetch import RegistryFile, fetch
 from shv_toolkit.core.errors import MissingWeightsError
 

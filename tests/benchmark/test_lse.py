@@ -12,6 +12,7 @@ import pytest
 import torch
 from scipy.io import wavfile
 
+from benchmark.extractors.syncnet import SyncNet
 from benchmark.metrics.base import Clip, MetricInputError
 from benchmark.metrics.lse import (
     LSE,
@@ -26,7 +27,6 @@ from benchmark.metrics.lse import (
     sync_scores,
     to_pcm16,
 )
-from benchmark.metrics.syncnet import SyncNet
 from shv_toolkit.core import media
 from shv_toolkit.core.errors import MissingWeightsError
 from shv_toolkit.core.hashing import sha256_file

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmark.metrics.syncnet import SYNCNET_WEIGHTS, SyncNet, load_syncnet
+from benchmark.extractors.syncnet import SYNCNET_WEIGHTS, SyncNet, load_syncnet
 from shv_toolkit.core.errors import MissingWeightsError
 from shv_toolkit.core.hashing import sha256_file
 

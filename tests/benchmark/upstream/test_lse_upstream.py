@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import torch
 
+from benchmark.extractors.syncnet import load_syncnet
 from benchmark.metrics.lse import embed_windows, offset_distances, sync_scores
-from benchmark.metrics.syncnet import load_syncnet
 from tests.benchmark.upstream.seeded_syncnet import SEED, save_torch, seeded_state, state_digest
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "upstream"
