@@ -119,6 +119,37 @@ def arrow(col: Column) -> str:
 # ------------------------------------------------------------------------------------ rows
 
 
+LANDMARK_RESULTS = ("lmd", "diversity", "bas")  # results whose extras carry frames_without_landmarks
+
+
+def landmark_notes(results: dict[str, MetricResult], listed: int = 5) -> list[str]:
+    """Notes on frames without landmarks per clip, from the first of LMD, Diversity, BAS that was
+    scored (they share one landmark pass per clip): generated frames, and ground-truth frames from LMD."""
+    counts: dict[str, dict[str, int]] = {}
+    for name in LANDMARK_RESULTS:
+        r = results.get(name)
+        if r is not None and r.extras.get("frames_without_landmarks"):
+            counts = r.extras["frames_without_landmarks"]
+            break
+    if not counts:
+        return []
+    notes = []
+    for side in ("generated", "ground_truth"):
+        per = {k: (c[side], c["frames"]) for k, c in counts.items() if side in c}
+        if not per:
+            continue
+        n_missing, n_frames = sum(m for m, _ in per.values()), sum(f for _, f in per.values())
+        label = side.replace("_", "-")
+        if n_missing == 0:
+            notes.append(f"frames without landmarks: none of {n_frames} {label} frames")
+            continue
+        bad = sorted(((k, m, f) for k, (m, f) in per.items() if m), key=lambda x: (-x[1], x[0]))
+        clips = ", ".join(f"{k} {m}/{f}" for k, m, f in bad[:listed])
+        more = f", {len(bad) - listed} more clip(s)" if len(bad) > listed else ""
+        notes.append(f"frames without landmarks: {n_missing} of {n_frames} {label} frames ({clips}{more})")
+    return notes
+
+
 def make_row(
     *,
     method: str,
@@ -176,6 +207,7 @@ def make_row(
             why = "not computed"
         reasons.setdefault(why, []).append(col.title)
     row["missing"] = "; ".join(f"{', '.join(cols)}: {why}" for why, cols in reasons.items()) or None
+    notes.extend(landmark_notes(results))
     row["notes"] = "; ".join(notes) or None
     n_failed = len(failures)
     row.update(

@@ -58,6 +58,7 @@ class BASValue:
     n_music_beats: int
     n_motion_beats: int
     filled_frames: int  # frames without a face, interpolated
+    n_frames: int = 0  # frames of the clip
 
 
 def music_beats(audio: np.ndarray, sample_rate: int, fps: float = 25.0) -> np.ndarray:
@@ -122,7 +123,7 @@ def bas_from_landmarks(
     mb = motion_beats(speed, sigma)
     beats = np.asarray(beats)
     beats = beats[beats < len(speed)]
-    return BASValue(beat_align(beats, mb, tolerance), int(beats.size), int(mb.size), filled)
+    return BASValue(beat_align(beats, mb, tolerance), int(beats.size), int(mb.size), filled, len(lms))
 
 
 def bas_clip(
@@ -134,7 +135,7 @@ def bas_clip(
     """Pure per-clip BAS: head motion of ``generated`` against the beats of the ground truth's audio
     (``generated``'s own audio when no ground truth is given)."""
     proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
-    be = backend_for(backend, proto.landmark_backend)
+    be = backend_for(backend, proto)
     audio_clip = ground_truth if ground_truth is not None else generated
     if ground_truth is not None:
         generated, audio_clip = align(generated, ground_truth, proto.max_length_mismatch)
@@ -183,6 +184,9 @@ class BAS(LandmarkMetric, Metric):
             "clips_without_music_beats": [k for k in keys if math.isnan(vals[k])],
             "clips_without_motion_beats": [k for k in keys if self.per_clip[k].n_motion_beats == 0],
             "filled_frames": sum(self.per_clip[k].filled_frames for k in keys),
+            "frames_without_landmarks": {
+                k: {"generated": self.per_clip[k].filled_frames, "frames": self.per_clip[k].n_frames} for k in keys
+            },
         }
         if vals:
             extras.update(self.backend.describe())

@@ -14,6 +14,8 @@ Per clip (no reference needed; a ground truth, when given, only aligns the clip 
    divided: pixels at the evaluation size (512x512 for singer-paper).
 4. The mean over the 136 coordinates is the clip's Diversity; the dataset value is the mean over clips.
 
+``extras["frames_without_landmarks"]``: per clip, the generated frames without landmarks and the frames.
+
 A still face scores ~0 (detector jitter only); a talking or singing head scores more.
 """
 
@@ -30,6 +32,7 @@ from benchmark.metrics.landmarks import (
     backend_for,
     clip_landmarks,
     inter_ocular,
+    missing_frames,
 )
 from benchmark.protocol import Protocol, get_protocol
 
@@ -73,14 +76,24 @@ def diversity_clip(
     protocol: Protocol | str = "shv-v1",
 ) -> float:
     """Pure per-clip Diversity of ``generated`` (``ground_truth`` only aligns it)."""
+    return diversity_clip_counted(generated, ground_truth, backend, protocol)[0]
+
+
+def diversity_clip_counted(
+    generated: Clip,
+    ground_truth: Clip | None = None,
+    backend: LandmarkBackend | str | None = None,
+    protocol: Protocol | str = "shv-v1",
+) -> tuple[float, int, int]:
+    """:func:`diversity_clip` with the frames without landmarks and the frames of the clip."""
     proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
-    be = backend_for(backend, proto.landmark_backend)
+    be = backend_for(backend, proto)
+    lms = clip_landmarks(generated_frames(generated, ground_truth, proto), be)
     try:
-        return diversity_from_landmarks(
-            clip_landmarks(generated_frames(generated, ground_truth, proto), be), proto.diversity_normaliser
-        )
+        value = diversity_from_landmarks(lms, proto.diversity_normaliser)
     except MetricInputError as e:
         raise MetricInputError(f"{generated.clip_id or generated.path}: {e}") from None
+    return value, missing_frames(lms), len(lms)
 
 
 class Diversity(LandmarkMetric, Metric):
@@ -91,11 +104,14 @@ class Diversity(LandmarkMetric, Metric):
         super().__init__(protocol, backend)
         self.per_clip: dict[str, float]
         self.add_state("per_clip", {}, "union")
+        self.frames_without_landmarks: dict[str, dict[str, int]]
+        self.add_state("frames_without_landmarks", {}, "union")
 
     def update(self, generated: Clip, ground_truth: Clip | None = None) -> float:
-        value = diversity_clip(generated, ground_truth, self.backend, self.protocol)
+        value, n_missing, n_frames = diversity_clip_counted(generated, ground_truth, self.backend, self.protocol)
         key = self._new_key(ground_truth, generated)
         self.per_clip[key] = value
+        self.frames_without_landmarks[key] = {"generated": n_missing, "frames": n_frames}
         return value
 
     def compute(self) -> MetricResult:
@@ -106,6 +122,8 @@ class Diversity(LandmarkMetric, Metric):
             if self.protocol.diversity_normaliser == "inter-ocular"
             else "none (pixels at the evaluation size)",
             "input": "generated clip only",
+            "frames_without_landmarks": {k: dict(self.frames_without_landmarks[k]) for k in vals
+                                         if k in self.frames_without_landmarks},
         }
         if vals:
             extras.update(self.backend.describe())

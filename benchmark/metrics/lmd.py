@@ -16,7 +16,9 @@ Convention of the widely copied ``LMDMeter`` (AD-NeRF / RAD-NeRF / ER-NeRF evalu
    equal when clips have equal length.)
 
 Frames where either clip has no detected face are skipped and counted (``extras["skipped_frames"]``,
-per clip in ``extras["per_clip_skipped"]``). A clip pair with no frame where both have a face raises
+per clip in ``extras["per_clip_skipped"]``); ``extras["frames_without_landmarks"]`` gives, for every
+clip, the frames without landmarks in the generated and in the ground-truth clip and the frames compared.
+A clip pair with no frame where both have a face raises
 :class:`MetricInputError`: it cannot be scored, and scoring it as 0 or dropping it silently would both
 bias the mean.
 """
@@ -29,7 +31,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from benchmark.metrics.base import Clip, Metric, MetricInputError, MetricResult, align, resize_frames
-from benchmark.metrics.landmarks import MOUTH, LandmarkBackend, LandmarkMetric, backend_for, clip_landmarks
+from benchmark.metrics.landmarks import (
+    MOUTH,
+    LandmarkBackend,
+    LandmarkMetric,
+    backend_for,
+    clip_landmarks,
+    missing_frames,
+)
 from benchmark.protocol import Protocol, get_protocol
 
 log = logging.getLogger(__name__)
@@ -41,6 +50,8 @@ class LMDValue:
     lmd_face: float  # all 68 points
     n_frames: int  # frames scored
     n_skipped: int  # frames skipped (no face in one of the clips)
+    gen_missing: int = 0  # frames of the generated clip without landmarks
+    gt_missing: int = 0  # frames of the ground-truth clip without landmarks
 
 
 REDUCTIONS = ("mean", "sum")
@@ -73,7 +84,10 @@ def lmd_from_landmarks(gen: np.ndarray, gt: np.ndarray, reduction: str = "mean")
     n_ok = int(ok.sum())
     if n_ok == 0:
         raise MetricInputError("LMD: no frame where both clips have a detected face")
-    return LMDValue(float(mouth[ok].mean()), float(face[ok].mean()), n_ok, int(len(ok) - n_ok))
+    return LMDValue(
+        float(mouth[ok].mean()), float(face[ok].mean()), n_ok, int(len(ok) - n_ok),
+        missing_frames(gen), missing_frames(gt),
+    )
 
 
 def eval_frames(gen: Clip, gt: Clip, protocol: Protocol) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +107,7 @@ def lmd_clip(
 ) -> LMDValue:
     """Pure per-clip LMD: align, detect (through the shared landmark cache) and compare."""
     proto = get_protocol(protocol) if isinstance(protocol, str) else protocol
-    be = backend_for(backend, proto.landmark_backend)
+    be = backend_for(backend, proto)
     g, r = eval_frames(generated, ground_truth, proto)
     try:
         return lmd_from_landmarks(clip_landmarks(g, be), clip_landmarks(r, be), proto.lmd_reduction)
@@ -133,6 +147,10 @@ class LMD(LandmarkMetric, Metric):
             "frames": n_frames,
             "skipped_frames": sum(v.n_skipped for v in self.per_clip.values()),
             "per_clip_skipped": {k: v.n_skipped for k, v in self.per_clip.items() if v.n_skipped},
+            "frames_without_landmarks": {
+                k: {"generated": v.gen_missing, "ground_truth": v.gt_missing, "frames": v.n_frames + v.n_skipped}
+                for k, v in sorted(self.per_clip.items())
+            },
             "frame_weighted": weighted,
         }
         if self.per_clip:
