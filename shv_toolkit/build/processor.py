@@ -20,6 +20,7 @@ from shv_toolkit.build.layout import BuildLayout
 from shv_toolkit.build.rows import clip_row, fill_from_record, one_line, source_row
 from shv_toolkit.build.units import (
     GROUP_CLIPS,
+    MIX_RATE,
     ClipGroup,
     GroupResult,
     PlannedSource,
@@ -34,7 +35,6 @@ from shv_toolkit.core.errors import MediaError, ShvError, SourceError
 from shv_toolkit.core.helpers import HelperCalls
 from shv_toolkit.inputs import SourceSpec
 from shv_toolkit.stages.clips import ClipSpec, plan_source, render_segment
-from shv_toolkit.stages.vocals import MIX_RATE
 
 log = logging.getLogger(__name__)
 

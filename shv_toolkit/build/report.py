@@ -177,7 +177,11 @@ def histogram_png(name: str, kept: Sequence[float], dropped: Sequence[float],
     fig = Figure(figsize=(4.6, 2.6))
     fig.subplots_adjust(left=0.11, right=0.98, top=0.9, bottom=0.11)  # fixed margins: 3x faster than tight_layout
     ax = fig.add_subplot()
-    ax.hist([k, d], bins=bins, stacked=True, color=["#2e7d32", "#9e9e9e"], label=["kept", "dropped"])
+    # two filled step outlines instead of 60 bar patches: the same picture, drawn in a fraction of the time
+    hk = np.histogram(k, bins=bins)[0]
+    hd = np.histogram(d, bins=bins)[0]
+    ax.stairs(hk, bins, fill=True, color="#2e7d32", label="kept")
+    ax.stairs(hk + hd, bins, baseline=hk, fill=True, color="#9e9e9e", label="dropped")
     for op, t in rules:
         ax.axvline(t, color="#d32f2f", linestyle="--", linewidth=1.5,
                    label=f"{'min' if op == '>=' else 'max'} {t:g}")

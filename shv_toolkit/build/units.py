@@ -22,6 +22,8 @@ from shv_toolkit.stages.clips import ClipSpec
 #: default clips per render task: 24 clips = 48 s of video, 5-10 s of work on one core; a killed build
 #: redoes at most one group per worker (perf/RESULTS.md, group size)
 GROUP_CLIPS = 24
+#: rate of the mono mix a build caches for separation (a separator may declare another ``input_rate``)
+MIX_RATE = 44100
 #: most helper threads a task starts on its own
 MAX_AUTO_THREADS = 8
 

@@ -443,8 +443,6 @@ def make_separator(cfg: VocalsConfig, progress: bool = True, threads: int = 1) -
 
 # ----------------------------------------------------------------------------- clip spans of a source
 
-#: rate of the mono mix a build caches for separation (a separator may declare another ``input_rate``)
-MIX_RATE = 44100
 #: torch intra-op threads during separation, the same on every engine and worker count
 SEPARATION_THREADS = 1
 
