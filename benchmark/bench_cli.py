@@ -45,8 +45,7 @@ a method cannot run (e.g. singer without singer_model.infer), or --strict found 
 
 def _parser() -> argparse.ArgumentParser:
     from benchmark.metrics import METRICS
-    from benchmark.metrics.base import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED
-    from benchmark.protocol import PROTOCOLS
+    from benchmark.protocol import add_protocol_arguments
 
     p = argparse.ArgumentParser(
         prog="shv-bench",
@@ -70,16 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("metrics")
     g.add_argument("--metrics", default=",".join(METRICS),
                    help=f"comma-separated metrics (default: all: {','.join(METRICS)}; lse gives LSE-D and LSE-C)")
-    g.add_argument("--protocol", default="shv-v1", metavar="{" + ",".join(PROTOCOLS) + "}",
-                   help="evaluation protocol (default: shv-v1; singer-paper: the SINGER paper's pixel scales for "
-                        "LMD and Diversity, BAS tolerance 50 ms, non-overlapping FVD windows, and the paper's "
-                        "psnr_uint8_wrap as a separate column; see benchmark/protocol.py). Rows of different "
-                        "protocols share leaderboard.csv but never one table")
-    g.add_argument("--bootstrap", type=int, default=BOOTSTRAP_SAMPLES, metavar="N",
-                   help=f"resamples of the 95%% bootstrap intervals over clips (default: {BOOTSTRAP_SAMPLES}; "
-                        "0: none)")
-    g.add_argument("--bootstrap-seed", type=int, default=BOOTSTRAP_SEED,
-                   help=f"seed of the bootstrap resamples (default: {BOOTSTRAP_SEED})")
+    add_protocol_arguments(g)
     g.add_argument("--fvd-stride", type=int,
                    help="FVD window stride (protocol: 1); a different value is recorded in the row's protocol "
                         "name, e.g. shv-v1[fvd_stride=16], so it never passes for shv-v1")

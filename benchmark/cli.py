@@ -24,8 +24,7 @@ or a clip failed, or files were unmatched; 2 usage error.
 
 def _metrics_parser() -> argparse.ArgumentParser:
     from benchmark.metrics import METRICS
-    from benchmark.metrics.base import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED
-    from benchmark.protocol import PROTOCOLS
+    from benchmark.protocol import add_protocol_arguments
 
     p = argparse.ArgumentParser(
         prog="shv-metrics",
@@ -41,15 +40,7 @@ def _metrics_parser() -> argparse.ArgumentParser:
         default=",".join(METRICS),
         help=f"comma-separated metric names (default: all: {','.join(METRICS)})",
     )
-    p.add_argument("--protocol", default="shv-v1", metavar="{" + ",".join(PROTOCOLS) + "}",
-                   help="evaluation protocol (default: shv-v1; singer-paper: the SINGER paper's pixel scales "
-                        "for LMD and Diversity, BAS tolerance 50 ms, and the paper's psnr_uint8_wrap "
-                        "beside PSNR; see benchmark/protocol.py)")
-    p.add_argument("--bootstrap", type=int, default=BOOTSTRAP_SAMPLES, metavar="N",
-                   help=f"resamples of the 95%% bootstrap intervals over clips (default: {BOOTSTRAP_SAMPLES}; "
-                        "0: none)")
-    p.add_argument("--bootstrap-seed", type=int, default=BOOTSTRAP_SEED,
-                   help=f"seed of the bootstrap resamples (default: {BOOTSTRAP_SEED})")
+    add_protocol_arguments(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON instead of a table")
     p.add_argument("--output", "-o", metavar="PATH", help="also write the JSON result to PATH")
     p.add_argument("--per-clip", action="store_true", help="include per-clip values")

@@ -16,6 +16,7 @@ Two protocols:
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
@@ -131,3 +132,20 @@ def as_protocol(protocol: Protocol | str | None) -> Protocol:
     if protocol is None:
         return PROTOCOLS["shv-v1"]
     return get_protocol(protocol) if isinstance(protocol, str) else protocol
+
+
+def add_protocol_arguments(group: argparse._ActionsContainer) -> None:
+    """``--protocol``, ``--bootstrap`` and ``--bootstrap-seed``, the same on shv-metrics and shv-bench
+    (``group``: a parser or an argument group)."""
+    from benchmark.metrics.base import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED
+
+    group.add_argument("--protocol", default="shv-v1", metavar="{" + ",".join(PROTOCOLS) + "}",
+                       help="evaluation protocol (default: shv-v1; singer-paper: the SINGER paper's pixel scales "
+                            "for LMD and Diversity, BAS tolerance 50 ms, non-overlapping FVD windows, and the "
+                            "paper's psnr_uint8_wrap as a separate column; see benchmark/protocol.py). Rows of "
+                            "different protocols never share a table")
+    group.add_argument("--bootstrap", type=int, default=BOOTSTRAP_SAMPLES, metavar="N",
+                       help=f"resamples of the 95%% bootstrap intervals over clips (default: {BOOTSTRAP_SAMPLES}; "
+                            "0: none)")
+    group.add_argument("--bootstrap-seed", type=int, default=BOOTSTRAP_SEED,
+                       help=f"seed of the bootstrap resamples (default: {BOOTSTRAP_SEED})")
