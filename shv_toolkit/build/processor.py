@@ -187,7 +187,6 @@ class SourceProcessor:
 
     def _render_group(self, group: ClipGroup, timings: dict[str, float]) -> GroupResult:
         from shv_toolkit.stages.filters import ClipScorer
-        from shv_toolkit.stages.vocals import separate_spans
 
         cfg, layout, specs = self.cfg, self.layout, group.specs
         src_path = Path(group.local_path)
@@ -199,6 +198,8 @@ class SourceProcessor:
         vocals16 = None
         vocals_backend = "none"
         if separator is not None:
+            from shv_toolkit.stages.vocals import separate_spans  # imports torch
+
             rate = int(getattr(separator, "input_rate", MIX_RATE))
             mix = self._audio(src_path, group.source_id, rate)
             vocals16 = separate_spans(separator, mix, rate, [(c.start_frame, c.end_frame) for c in specs],
