@@ -9,10 +9,13 @@ by more than ``max_pad_fraction`` is rejected (``crop_out_of_frame``). Step by s
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
+import av
 import cv2
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from shv_toolkit.config import FaceConfig
 from shv_toolkit.stages.faces import Track
@@ -107,13 +110,29 @@ def _cut(img: np.ndarray, ox: int, oy: int, n: int, fill: int) -> np.ndarray:
     return sq
 
 
+_SWS = threading.local()  # one swscale context per thread
+
+
+def _shrink_sws(sq: np.ndarray, size: int) -> np.ndarray:
+    """``sq`` (a plane or an RGB image) area-averaged to ``size x size`` by swscale: within one code value
+    of OpenCV's INTER_AREA and 2.8x cheaper at non-integer ratios (a 1080p crop, ``perf/RESULTS.md``)."""
+    rf = getattr(_SWS, "reformatter", None)
+    if rf is None:
+        rf = _SWS.reformatter = VideoReformatter()
+    fmt = "gray" if sq.ndim == 2 else "rgb24"
+    vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(sq), format=fmt)
+    return rf.reformat(vf, width=size, height=size, interpolation="AREA", threads=1).to_ndarray()
+
+
 def _resize_into(sq: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Step 5: ``sq`` resized to ``dst``'s square size (area when shrinking, cubic when enlarging)."""
     n, size = sq.shape[0], dst.shape[0]
     if n == size:
         dst[...] = sq
+    elif n > size:
+        dst[...] = _shrink_sws(sq, size)
     else:
-        cv2.resize(sq, (size, size), dst=dst, interpolation=cv2.INTER_AREA if n > size else cv2.INTER_CUBIC)
+        cv2.resize(sq, (size, size), dst=dst, interpolation=cv2.INTER_CUBIC)
     return dst
 
 

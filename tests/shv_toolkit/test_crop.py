@@ -174,3 +174,21 @@ def test_apply_crop_i420_exact_copy_padding_and_buffer(real_yuv_frame):
         apply_crop_i420(planes, CropBox(180, 140, 150), 63)
     with pytest.raises(ValueError, match="C-contiguous"):
         apply_crop_i420(planes, CropBox(180, 140, 150), 64, out=np.zeros((96, 128), np.uint8)[:, ::2])
+
+
+@pytest.mark.parametrize("n", [513, 691, 1024])
+def test_shrinking_is_area_averaging(real_yuv_frame, n):
+    """Crops larger than the clip are area-averaged (by swscale): within one code value of OpenCV's
+    INTER_AREA, on a luma plane and on an RGB picture."""
+    import cv2
+
+    from shv_toolkit.stages.crop import _resize_into
+
+    y = np.ascontiguousarray(cv2.resize(real_yuv_frame[0], (n, n), interpolation=cv2.INTER_CUBIC))
+    got = _resize_into(y, np.empty((512, 512), np.uint8))
+    want = cv2.resize(y, (512, 512), interpolation=cv2.INTER_AREA)
+    assert np.abs(got.astype(int) - want).max() <= 1 and np.abs(got.astype(int) - want).mean() < 0.1
+    rgb = np.ascontiguousarray(np.dstack([y, y[::-1], y[:, ::-1]]))
+    got = _resize_into(rgb, np.empty((512, 512, 3), np.uint8))
+    want = cv2.resize(rgb, (512, 512), interpolation=cv2.INTER_AREA)
+    assert np.abs(got.astype(int) - want).max() <= 1 and np.abs(got.astype(int) - want).mean() < 0.1
