@@ -1,7 +1,8 @@
 """shv-build throughput against plain FFmpeg on the same real video, measured in one run.
 
     python perf/build_throughput.py [--shared ../shared/media] [--seconds 40] [--height 720] [--repeat 3]
-                                    [--vocals none|auto] [--threads N] [--workers N] [--decoder-threads N]
+                                    [--sources N] [--vocals none|auto] [--threads N] [--workers N]
+                                    [--decoder-threads N]
 
 Makes a real singing source (franck.mp4's face with lena.wav's singing looped under it; 360x288, or
 upscaled to ``--height`` pixels to give decoding its weight at the resolutions sites serve), then times:
@@ -18,6 +19,11 @@ while the main thread decodes) against FFmpeg with its default threads (x264 thr
 with ``-threads 1``. The CPU-seconds ratio does not depend on how many cores either side keeps busy.
 
 ``--workers N`` (N > 1): shv-build with N local worker processes (clip groups render in parallel).
+
+``--sources N``: the list holds N sources (consecutive stretches of franck.mp4, each ``--seconds`` long) and
+the baseline encodes the kept clips of all of them. A build pays some costs once however long its list
+(imports, models, report.html); with one source they all fall on it, with N they are shared as in a
+real build of many videos.
 
 This machine's speed drifts by up to 20 % within minutes, so (1) and (3) run alternately ``--repeat``
 times and the median of the per-pair ratios is the result. Each build runs in a fresh Python process
@@ -51,8 +57,8 @@ from shv_toolkit.core import media
 from shv_toolkit.core.engines.base import usable_cores
 
 
-def make_source(shared: Path, seconds: float, out: Path, height: int | None = None) -> Path:
-    frames = media.read_video(shared / "franck.mp4", fps=24.0, start=30.0, end=30.0 + seconds)
+def make_source(shared: Path, seconds: float, out: Path, height: int | None = None, start: float = 30.0) -> Path:
+    frames = media.read_video(shared / "franck.mp4", fps=24.0, start=start, end=start + seconds)
     if height and height != frames.shape[1]:
         import cv2
 
@@ -138,6 +144,7 @@ def main() -> None:
     ap.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "media")
     ap.add_argument("--seconds", type=float, default=40.0)
     ap.add_argument("--height", type=int, default=None, help="upscale the source to this height")
+    ap.add_argument("--sources", type=int, default=1, help="sources in the list (consecutive stretches)")
     ap.add_argument("--filter-mode", default="filter", choices=["filter", "score-only"],
                     help="score-only keeps (and writes) every clip; an upscaled source fails the sharpness "
                          "filter, so use it with --height")
@@ -160,28 +167,33 @@ def main() -> None:
     one_core = args.workers == 1 and args.threads == 0
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        src = make_source(args.shared, args.seconds, tmp / "source.mp4", args.height)
-        (tmp / "list.txt").write_text(f"{src}\n")
+        if 30.0 + args.sources * args.seconds > media.probe(args.shared / "franck.mp4").duration:
+            raise SystemExit(f"franck.mp4 is too short for {args.sources} sources of {args.seconds:g} s")
+        srcs = [make_source(args.shared, args.seconds, tmp / f"source{i}.mp4", args.height,
+                            start=30.0 + i * args.seconds) for i in range(args.sources)]
+        (tmp / "list.txt").write_text("".join(f"{s}\n" for s in srcs))
         cfg = BuildConfig()
-        info = media.probe(src)
-        t_decode = ffmpeg(["-i", str(src), "-f", "null", "-"])
+        info = media.probe(srcs[0])
+        t_decode = sum(ffmpeg(["-i", str(s), "-f", "null", "-"]) for s in srcs)
         pairs = []
         kept = None
         for i in range(max(1, args.repeat)):
             b = run_child(tmp / "list.txt", tmp / "out", opts)
             got = pd.read_parquet(tmp / "out" / "clips.parquet").query("keep")
+            url = pd.read_parquet(tmp / "out" / "sources.parquet").set_index("source_id")["url"]
             if got.empty:
                 raise SystemExit("no clip was kept, nothing to compare (try --filter-mode score-only)")
             if kept is not None and list(got["clip_id"]) != list(kept["clip_id"]):
                 raise SystemExit("two builds of the same source kept different clips")
             kept = got
             c = cpu_seconds(resource.RUSAGE_CHILDREN)
-            t_base = baseline_encode(src, kept, cfg.clips.fps, cfg.clips.size, tmp,
-                                     threads="1" if one_core else "0")
+            t_base = sum(baseline_encode(Path(url[sid]), g, cfg.clips.fps, cfg.clips.size, tmp,
+                                         threads="1" if one_core else "0") for sid, g in kept.groupby("source_id"))
             c_base = cpu_seconds(resource.RUSAGE_CHILDREN) - c
             pairs.append((b, t_base, c_base))
             if i == 0:
-                print(f"source: {args.seconds:.0f} s real video, {info.width}x{info.height}, {len(kept)} kept "
+                print(f"source: {args.sources} x {args.seconds:.0f} s real video, {info.width}x{info.height}, "
+                      f"{len(kept)} kept "
                       f"clips; vocals={args.vocals}; shv-build workers={args.workers}, helper threads="
                       f"{b['helper_threads']}; ffmpeg threads={'1' if one_core else 'auto'}")
                 print(f"  ffmpeg decode alone        {t_decode:7.2f} s wall")

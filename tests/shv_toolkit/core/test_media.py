@@ -15,14 +15,18 @@ def real_frames(shared_media):
 
 
 @pytest.mark.parametrize("scale", [1.6, 2.0, 4.5])
-def test_shrink_matches_area_average(real_frames, scale):
-    """The analysis shrink (2x box halvings, then bilinear) stays within ~1 grey level of OpenCV's
-    area average at every downscale factor, and gives the exact target size."""
+def test_analysis_downsizing_is_an_area_average(real_frames, scale):
+    """A frame downsized to ``max_side`` (converted and resized in one swscale pass) stays within ~1 grey
+    level of OpenCV's area average of the full-size RGB frame, at the exact target size."""
+    import av
+
     big = cv2.resize(real_frames[0], None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
-    w, h = 320, 180
-    got = media._shrink(big, w, h)
-    ref = cv2.resize(big, (w, h), interpolation=cv2.INTER_AREA)
-    assert got.shape == (h, w, 3) and got.dtype == np.uint8
+    big = np.ascontiguousarray(big[: big.shape[0] // 2 * 2, : big.shape[1] // 2 * 2])
+    frame = av.VideoFrame.from_ndarray(big, format="rgb24").reformat(format="yuv420p")
+    full = media._to_rgb(frame, None)  # converted as it is
+    got = media._to_rgb(frame, 320)
+    ref = cv2.resize(full, (320, 180), interpolation=cv2.INTER_AREA)
+    assert got.shape == (180, 320, 3) and got.dtype == np.uint8
     assert np.abs(got.astype(float) - ref).mean() < 1.5
 
 
