@@ -28,6 +28,8 @@ outputs in --out (shared by all methods; re-running a method replaces its row, o
   leaderboard.csv     one row per method x dataset x protocol, Table 1 column order, empty cell = not
                       measured with the reason in the `missing` column (never 0); <column>_lo/_hi: 95%
                       bootstrap interval over the test clips (--bootstrap, --bootstrap-seed)
+                      identity_backend, dtype: the identity backend and inference dtype a model
+                      method used (empty for methods without a model: ground-truth, static, external)
   leaderboard.md      the same table in Markdown      leaderboard.png   bars per metric (arrow: better)
   report.html         self-contained: table, reasons, failed clips, stills ground truth vs each method
   per_clip.parquet    every per-clip value and error  videos/<row>/      generated videos (with audio)
@@ -90,6 +92,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=0, help="singer*: sampling seed (default: 0)")
     g.add_argument("--steps", type=int, help="singer*: DDIM steps (default: the checkpoint's, 40)")
     g.add_argument("--guidance-scale", type=float, help="singer*: classifier-free guidance (default: 3.5)")
+    g.add_argument("--batch-clips", type=int, metavar="N",
+                   help="test clips handed to the method at once (singer, hallo, singer-minus-*: N clips per "
+                        "forward through the net, each clip's frames as when run alone up to float rounding; "
+                        "default: the method's own, 1)")
     g = p.add_argument_group("run")
     g.add_argument("--with-paper-rows", action="store_true",
                    help="also show the SINGER paper's Tables 1, 3 and 5 (source=paper, in their own tables) and "
@@ -182,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         path = getattr(args, opt)
         if path and not Path(path).is_file():
             return usage(f"--{opt.replace('_', '-')}: no such file: {path}")
+    if args.batch_clips is not None and args.batch_clips < 1:
+        return usage(f"--batch-clips must be >= 1, got {args.batch_clips}")
     if args.method != "external" and (args.videos or args.name):
         return usage("--videos and --name are options of --method external")
     model_method = bool(getattr(METHODS.get(args.method), "takes_checkpoint", False))
@@ -196,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                 "progress": not args.no_progress},
         "lmd": dict(lm), "diversity": dict(lm), "bas": dict(lm),
     }
-    method_options: dict[str, Any] = {"videos": args.videos, "name": args.name}
+    method_options: dict[str, Any] = {"videos": args.videos, "name": args.name, "batch_clips": args.batch_clips}
     if model_method:
         method_options |= {"checkpoint": args.checkpoint, "device": args.device, "seed": args.seed,
                            "steps": args.steps, "guidance_scale": args.guidance_scale, "dtype": args.dtype}

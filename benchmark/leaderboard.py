@@ -11,8 +11,10 @@ resampled window statistics), ``n_clips`` (test clips run), ``n_scored`` (clips 
 scored), ``n_failed``, ``missing`` (why a cell is empty: weights not installed, metric not requested, too
 few FVD windows...; a value is never replaced by 0), ``notes`` (partial coverage, clips a metric could
 not score, warnings), ``protocol_fingerprint``, ``extractor_hashes`` (JSON: ``metric.weights -> sha256``),
-``toolkit_version``, ``date`` (UTC), ``driving_audio``, ``manifest``, ``ci``. ``table`` is set on paper
-rows only.
+``toolkit_version``, ``date`` (UTC), ``driving_audio``, ``manifest``, ``ci``, then how a model method
+generated (empty for methods without a model: ``ground-truth``, ``static``, ``external``):
+``identity_backend`` (``insightface`` or ``fallback``, the one actually used) and ``dtype`` (the inference
+dtype, e.g. ``bfloat16``). ``table`` is set on paper rows only.
 
 Re-running a method replaces its row (same method, dataset and protocol); other rows stay. Rows of
 different protocols share the CSV (the ``protocol`` column marks them) but never one table of the
@@ -104,7 +106,10 @@ META = [
     "n_clips", "n_scored", "n_failed", "missing", "notes", "protocol_fingerprint", "extractor_hashes",
     "toolkit_version", "date", "driving_audio", "manifest", "ci",
 ]
-COLUMNS = KEY + ["table"] + [c.title for c in VALUE_COLUMNS] + CI_COLUMNS + META
+#: how the method generated (:meth:`benchmark.methods.base.Method.row_info`); after META, so older
+#: consumers' columns keep their positions
+METHOD_COLUMNS = ["identity_backend", "dtype"]
+COLUMNS = KEY + ["table"] + [c.title for c in VALUE_COLUMNS] + CI_COLUMNS + META + METHOD_COLUMNS
 GT_METHODS = ("ground-truth", "GT")  # the ground-truth row: shv-bench's method name, the paper's label
 PER_CLIP_KEY = ["method", "dataset", "protocol"]
 PAPER_NOTE = "reported in the SINGER paper, not reproduced here"
@@ -166,9 +171,11 @@ def make_row(
     date: str,
     intervals: dict[str, tuple[float, float] | None] | None = None,
     ci: str | None = None,
+    method_info: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One measured leaderboard row from a run's merged results. ``intervals`` maps a result name to its
-    bootstrap interval (``<column>_lo`` / ``_hi``); ``ci`` says how they were made."""
+    bootstrap interval (``<column>_lo`` / ``_hi``); ``ci`` says how they were made; ``method_info`` fills
+    :data:`METHOD_COLUMNS` (the method's ``row_info()``; missing keys stay empty)."""
     from benchmark import __version__
 
     row: dict[str, Any] = {"method": method, "source": "measured", "dataset": dataset, "protocol": protocol.name}
@@ -222,6 +229,9 @@ def make_row(
         driving_audio=driving_audio,
         manifest=manifest,
     )
+    for c in METHOD_COLUMNS:
+        v = (method_info or {}).get(c)
+        row[c] = None if v is None else str(v)
     return {c: row.get(c) for c in COLUMNS}
 
 
@@ -250,7 +260,8 @@ def read_leaderboard(out: str | os.PathLike) -> pd.DataFrame:
     p = Path(out) / "leaderboard.csv"
     if not p.is_file():
         return pd.DataFrame(columns=COLUMNS)
-    df = pd.read_csv(p, dtype={c: str for c in KEY + ["table", "missing", "notes", "date", "manifest", "ci"]})
+    text = KEY + ["table", "missing", "notes", "date", "manifest", "ci"] + METHOD_COLUMNS
+    df = pd.read_csv(p, dtype={c: str for c in text})
     for c in COLUMNS:
         if c not in df.columns:
             df[c] = None
@@ -768,6 +779,7 @@ __all__ = [
     "COLUMNS",
     "EXTRA",
     "KEY",
+    "METHOD_COLUMNS",
     "PAPER_NOTE",
     "TABLE1",
     "load_paper_rows",

@@ -8,6 +8,9 @@ For each test clip (manifest order, ``limit`` first ones):
    ``driving_audio="mix"``, the song as the SINGER paper drives its model, or ``"vocals"``: the separated
    vocals stem when the manifest has one) and returns frames or a video path; frames are written to
    ``OUT/videos/<row>/<clip_id>.mp4`` with the driving audio (:func:`shv_toolkit.core.media.write_video`);
+   the clips that need generating (not cached) are handed to the method ``batch_clips`` at a time
+   (:meth:`~benchmark.methods.base.Method.generate_batch`; ``shv-bench --batch-clips``); a batch that raises
+   is generated again one clip at a time, so a bad clip fails only itself;
 3. the generated video is decoded at the protocol's fps, aligned to the ground truth
    (:func:`benchmark.metrics.base.align`) and every requested metric is updated on a fresh one-clip shard.
 
@@ -54,7 +57,7 @@ import numpy as np
 from benchmark import core, leaderboard
 from benchmark.core import CLIP_ERRORS, decode_state, encode_state, error_reason, fresh_shard
 from benchmark.methods import Method, MethodUnavailableError, make_method
-from benchmark.methods.base import ClipInput, check_frames, safe_name
+from benchmark.methods.base import ClipInput, MethodError, check_frames, safe_name
 from benchmark.metrics import METRICS
 from benchmark.metrics.base import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, CI_LEVEL, Clip, Metric, MetricResult
 from benchmark.protocol import Protocol, as_protocol
@@ -320,9 +323,40 @@ def _fvd_update(shard: Metric, gen: Clip, gt: Clip, features_dir: Path) -> None:
     shard.update_features(feats(gen, "generated"), feats(gt, "ground truth"))
 
 
-def process_clip(job: Job, ctx: Context, item: ClipItem) -> dict[str, Any]:
-    """Generate and score one clip, reusing its cache; returns (and caches) the clip's record."""
-    t_start = time.perf_counter()
+@dataclass
+class _ClipRun:
+    """One clip between its cache look-up and its metrics (:func:`process_clip` in stages, so that the clips
+    that need generating can be handed to the method together)."""
+
+    job: Job
+    item: ClipItem
+    rec: dict[str, Any]
+    cache_path: Path
+    t_start: float
+    todo: list[str] = field(default_factory=list)
+    done: bool = False  # ``rec`` is final (failed early, or everything came from the cache)
+    needs_generation: bool = False
+    gen_path: Path | None = None
+    clip_in: ClipInput | None = None
+    gt: Clip | None = None
+
+    def load_gt(self) -> Clip:
+        if self.gt is None:
+            assert self.item.video is not None
+            self.gt = Clip.load(self.item.video, fps=self.job.protocol.fps, sample_rate=self.job.protocol.sample_rate,
+                                clip_id=self.item.clip_id)
+        return self.gt
+
+    def finish(self) -> dict[str, Any]:
+        """Write the record as it is (the clip stops here) and return it."""
+        self.rec["seconds"]["total"] = time.perf_counter() - self.t_start
+        _write_json(self.cache_path, self.rec)
+        self.done = True
+        return self.rec
+
+
+def _begin_clip(job: Job, ctx: Context, item: ClipItem) -> _ClipRun:
+    """The clip's cache look-up: what is reused, which metrics are left, whether it must be generated."""
     cache_path = ctx.cache_dir / f"{safe_name(item.clip_id)}.json"
     cached = _load_cache(cache_path)
     rec: dict[str, Any] = {
@@ -336,10 +370,12 @@ def process_clip(job: Job, ctx: Context, item: ClipItem) -> dict[str, Any]:
         "computed": [],
         "seconds": {},
     }
+    run = _ClipRun(job, item, rec, cache_path, time.perf_counter())
     if item.video is None or not item.video.is_file():
         rec["errors"]["ground-truth"] = f"ground-truth video missing: {item.video}"
-        rec["seconds"]["total"] = time.perf_counter() - t_start
-        return rec
+        rec["seconds"]["total"] = time.perf_counter() - run.t_start
+        run.done = True
+        return run
     gt_sha = sha256_file(item.video)
     audio_path, _ = _driving_audio(job, item)
     base_fp = {
@@ -348,15 +384,6 @@ def process_clip(job: Job, ctx: Context, item: ClipItem) -> dict[str, Any]:
         "protocol": job.protocol.fingerprint(),
         "driving_audio": [job.driving_audio, sha256_file(audio_path) if ctx.method.generates and audio_path else None],
     }
-    gt: Clip | None = None
-
-    def load_gt() -> Clip:
-        nonlocal gt
-        if gt is None:
-            gt = Clip.load(item.video, fps=job.protocol.fps, sample_rate=job.protocol.sample_rate,
-                           clip_id=item.clip_id)
-        return gt
-
     fp = _digest(base_fp | {"clip": ctx.method.clip_fingerprint(item.clip_id)})
     reuse = cached is not None and cached.get("fingerprint") == fp
     if reuse:
@@ -374,10 +401,10 @@ def process_clip(job: Job, ctx: Context, item: ClipItem) -> dict[str, Any]:
         stage_errors = {k: v for k, v in cached.get("errors", {}).items() if k in ("generate", "load", "align")}
         if stage_errors:  # the clip failed before any metric: nothing more to do
             rec["errors"] = dict(stage_errors)
-            rec["seconds"] = dict(cached.get("seconds", {})) | {"total": time.perf_counter() - t_start}
+            rec["seconds"] = dict(cached.get("seconds", {}))
             rec["cache_hit"] = True
-            _write_json(cache_path, rec)
-            return rec
+            run.finish()
+            return run
         for name, entry in cached.get("metrics", {}).items():
             if name not in ctx.templates or entry.get("fp") != ctx.metric_fps[name]:
                 continue
@@ -389,61 +416,110 @@ def process_clip(job: Job, ctx: Context, item: ClipItem) -> dict[str, Any]:
         todo = [n for n in ctx.templates if n not in rec["metrics"]]
         rec["seconds"] = {k: v for k, v in cached.get("seconds", {}).items() if k != "total"}
     rec["cache_hit"] = not todo
+    run.todo = todo
     if not todo:
-        rec["seconds"]["total"] = time.perf_counter() - t_start
-        _write_json(cache_path, rec)
-        return rec
-
-    # ---- generation (or reuse of the generated video) ----------------------------------------------
-    gen_path: Path | None = None
+        run.finish()
+        return run
     old = rec["generated_video"]
-    if reuse and old and Path(old).is_file():
-        gen_path = Path(old)
+    if reuse and old and Path(old).is_file():  # the generated video is reused
+        run.gen_path = Path(old)
     else:
+        run.needs_generation = True
+    return run
+
+
+def _generated(job: Job, ctx: Context, run: _ClipRun, produce: Any) -> None:
+    """Store one clip's method output (``produce()``: frames or a path; frames are written to the videos
+    directory) or record why it failed; adds the seconds spent to the clip's ``generate`` time."""
+    t0 = time.perf_counter()
+    try:
+        out = produce()
+        assert run.clip_in is not None
+        if isinstance(out, Path | str):
+            run.gen_path = Path(out)
+        else:
+            frames = check_frames(out, run.clip_in, ctx.method.row_name)
+            from shv_toolkit.core import media
+
+            gen_path = ctx.videos_dir / f"{safe_name(run.item.clip_id)}.mp4"
+            media.write_video(gen_path, frames, fps=job.protocol.fps, audio=run.clip_in.audio,
+                              sample_rate=run.clip_in.sample_rate)
+            run.gen_path = gen_path
+        run.rec["generation"] = {"audio_source": run.clip_in.audio_source}
+    except MethodUnavailableError:
+        raise
+    except CLIP_ERRORS as exc:
+        run.gen_path = None
+        run.rec["errors"]["generate"] = error_reason(exc)
+        log.warning("clip %s: generation failed: %s", run.item.clip_id, run.rec["errors"]["generate"])
+    run.rec["seconds"]["generate"] = run.rec["seconds"].get("generate", 0.0) + time.perf_counter() - t0
+    run.rec["generated_video"] = str(run.gen_path) if run.gen_path else None
+
+
+def _generate(job: Job, ctx: Context, runs: list[_ClipRun]) -> None:
+    """Generate the clips of ``runs`` (all need it): one :meth:`Method.generate_batch` call for them when
+    there are several, else :meth:`Method.generate`. A batch that raises (or returns the wrong number of
+    outputs) is generated again one clip at a time, so a bad clip fails only itself."""
+    ready: list[_ClipRun] = []
+    for run in runs:
         t0 = time.perf_counter()
         try:
-            clip_in = _clip_input(job, item, load_gt())
-            out = ctx.method.generate(clip_in)
-            if isinstance(out, Path | str):
-                gen_path = Path(out)
-            else:
-                frames = check_frames(out, clip_in, ctx.method.row_name)
-                from shv_toolkit.core import media
-
-                gen_path = ctx.videos_dir / f"{safe_name(item.clip_id)}.mp4"
-                media.write_video(gen_path, frames, fps=job.protocol.fps, audio=clip_in.audio,
-                                  sample_rate=clip_in.sample_rate)
-            rec["generation"] = {"audio_source": clip_in.audio_source}
+            run.clip_in = _clip_input(job, run.item, run.load_gt())
+            ready.append(run)
+        except CLIP_ERRORS as exc:
+            run.rec["errors"]["generate"] = error_reason(exc)
+            run.rec["generated_video"] = None
+            log.warning("clip %s: generation failed: %s", run.item.clip_id, run.rec["errors"]["generate"])
+        run.rec["seconds"]["generate"] = time.perf_counter() - t0
+    if len(ready) > 1:
+        t0 = time.perf_counter()
+        outs: list[Any] | None
+        try:
+            outs = list(ctx.method.generate_batch([r.clip_in for r in ready]))  # type: ignore[misc]
+            if len(outs) != len(ready):
+                raise MethodError(f"{ctx.method.row_name} returned {len(outs)} outputs for {len(ready)} clips")
         except MethodUnavailableError:
             raise
         except CLIP_ERRORS as exc:
-            rec["errors"]["generate"] = error_reason(exc)
-            log.warning("clip %s: generation failed: %s", item.clip_id, rec["errors"]["generate"])
-        rec["seconds"]["generate"] = time.perf_counter() - t0
-        rec["generated_video"] = str(gen_path) if gen_path else None
+            log.warning("a batch of %d clips failed (%s); generating them one at a time", len(ready),
+                        error_reason(exc))
+            outs = None
+        share = (time.perf_counter() - t0) / len(ready)  # the batch's time, shared by its clips
+        for run in ready:
+            run.rec["seconds"]["generate"] += share
+        if outs is not None:
+            for run, out in zip(ready, outs, strict=True):
+                _generated(job, ctx, run, lambda out=out: out)
+            return
+    for run in ready:
+        _generated(job, ctx, run, lambda run=run: ctx.method.generate(run.clip_in))  # type: ignore[arg-type]
+
+
+def _score_clip(job: Job, ctx: Context, run: _ClipRun) -> dict[str, Any]:
+    """Decode, align and score a generated clip (or finish one that has nothing more to do)."""
+    if run.done:
+        return run.rec
+    rec, item = run.rec, run.item
+    gen_path = run.gen_path
     if gen_path is None:
-        rec["seconds"]["total"] = time.perf_counter() - t_start
-        _write_json(cache_path, rec)
-        return rec
+        return run.finish()
 
     # ---- decode and align ---------------------------------------------------------------------------
     t0 = time.perf_counter()
     try:
-        gen_a, gt_a = core.load_pair(gen_path, load_gt, job.protocol, item.clip_id)
+        gen_a, gt_a = core.load_pair(gen_path, run.load_gt, job.protocol, item.clip_id)
     except core.PairError as exc:
         rec["errors"][exc.stage] = exc.reason
         rec["seconds"]["load"] = time.perf_counter() - t0
-        rec["seconds"]["total"] = time.perf_counter() - t_start
         log.warning("clip %s: %s failed: %s", item.clip_id, exc.stage, exc.reason)
-        _write_json(cache_path, rec)
-        return rec
+        return run.finish()
     rec["seconds"]["load"] = time.perf_counter() - t0
 
     # ---- metrics --------------------------------------------------------------------------------------
     def fvd_update(shard: Metric, gen: Clip, gt: Clip) -> None:
         _fvd_update(shard, gen, gt, ctx.features_dir)
 
-    for name in todo:
+    for name in run.todo:
         t1 = time.perf_counter()
         shard = fresh_shard(ctx.templates[name])
         entry: dict[str, Any] = {"fp": ctx.metric_fps[name]}
@@ -462,11 +538,50 @@ def process_clip(job: Job, ctx: Context, item: ClipItem) -> dict[str, Any]:
         rec["seconds"][name] = entry["seconds"]
         rec["metrics"][name] = entry
         rec["computed"].append(name)
-    rec["seconds"]["total"] = time.perf_counter() - t_start
+    rec["seconds"]["total"] = time.perf_counter() - run.t_start
     cacheable = dict(rec)
     cacheable["metrics"] = {k: v for k, v in rec["metrics"].items() if "missing" not in v}
-    _write_json(cache_path, cacheable)
+    _write_json(run.cache_path, cacheable)
+    run.done, run.gt = True, None
     return rec
+
+
+def process_clip(job: Job, ctx: Context, item: ClipItem) -> dict[str, Any]:
+    """Generate and score one clip, reusing its cache; returns (and caches) the clip's record."""
+    run = _begin_clip(job, ctx, item)
+    if run.needs_generation:
+        _generate(job, ctx, [run])
+    return _score_clip(job, ctx, run)
+
+
+def process_clips(job: Job, ctx: Context, items: Iterable[tuple[int, ClipItem]],
+                  batch: int) -> Iterator[tuple[int, dict[str, Any]]]:
+    """:func:`process_clip` over ``(index, item)`` pairs, the clips that need generating (not cached) handed
+    to the method ``batch`` at a time (:meth:`Method.generate_batch`); ``(index, record)`` as clips finish
+    (cached clips at once, generated ones after their batch). Every record equals :func:`process_clip`'s."""
+    pending: list[tuple[int, _ClipRun]] = []
+
+    def flush() -> list[tuple[int, dict[str, Any]]]:
+        _generate(job, ctx, [r for _, r in pending])
+        done = [(i, _score_clip(job, ctx, r)) for i, r in pending]
+        pending.clear()
+        return done
+
+    for i, item in items:
+        run = _begin_clip(job, ctx, item)
+        if not run.needs_generation:
+            yield i, _score_clip(job, ctx, run)
+            continue
+        pending.append((i, run))
+        if len(pending) >= batch:
+            yield from flush()
+    if pending:
+        yield from flush()
+
+
+def batch_size(method: Method) -> int:
+    """How many clips the bench hands ``method`` at once (its ``batch_clips``, at least 1)."""
+    return max(1, int(getattr(method, "batch_clips", 1) or 1))
 
 
 # ------------------------------------------------------------------------------------ engines
@@ -483,12 +598,32 @@ class ClipTask:
         return process_clip(self.job, _context_for(self.job), item)
 
 
-def _engine_results(cfg: BenchConfig, task: ClipTask, items: list[ClipItem]) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(index, record)`` from the engine's generic ``map`` (completion order)."""
+@dataclass
+class ClipBatchTask:
+    """:func:`process_clips` over one group of ``(index, item)`` pairs, for ``Engine.map`` (a worker gets
+    ``batch`` clips at a time and hands those it must generate to the method together)."""
+
+    job: Job
+    batch: int
+
+    def __call__(self, group: list[tuple[int, ClipItem]]) -> list[tuple[int, dict[str, Any]]]:
+        return list(process_clips(self.job, _context_for(self.job), group, self.batch))
+
+
+def _engine_results(cfg: BenchConfig, job: Job, items: list[ClipItem],
+                    batch: int = 1) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(index, record)`` from the engine's generic ``map`` (completion order): one task per clip, or per
+    group of ``batch`` clips."""
     from shv_toolkit.core.engines import make_engine
 
     with make_engine(cfg.engine, workers=cfg.workers, ray_address=cfg.ray_address) as engine:
-        yield from engine.map(task, items)
+        if batch <= 1:
+            yield from engine.map(ClipTask(job), items)
+            return
+        indexed = list(enumerate(items))
+        groups = [indexed[k:k + batch] for k in range(0, len(indexed), batch)]
+        for _, records in engine.map(ClipBatchTask(job, batch), groups):
+            yield from records
 
 
 # ----------------------------------------------------------------------------------- the run
@@ -597,12 +732,14 @@ def run_bench(cfg: BenchConfig, protocol: Protocol | None = None) -> BenchResult
     ctx = make_context(job, strict=cfg.strict)  # fails fast: method unavailable, strict + missing metric
     _CONTEXTS[job.key] = ctx
     records: list[dict[str, Any] | None] = [None] * len(items)
+    batch = batch_size(ctx.method)
     if cfg.engine == "local" and cfg.workers <= 1:  # in this process, with the objects built above
         results_iter: Iterable[tuple[int, dict[str, Any]]] = (
-            (i, process_clip(job, ctx, it)) for i, it in enumerate(items)
+            ((i, process_clip(job, ctx, it)) for i, it in enumerate(items)) if batch <= 1
+            else process_clips(job, ctx, enumerate(items), batch)
         )
     else:
-        results_iter = _engine_results(cfg, ClipTask(job), items)
+        results_iter = _engine_results(cfg, job, items, batch)
     bar = tqdm(total=len(items), desc=f"bench {ctx.method.row_name}", unit="clip", disable=not cfg.progress)
     try:
         for i, rec in results_iter:
@@ -650,6 +787,7 @@ def run_bench(cfg: BenchConfig, protocol: Protocol | None = None) -> BenchResult
         date=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         intervals=intervals,
         ci=ci_text,
+        method_info=ctx.method.row_info(),
     )
     result = BenchResult(
         config=cfg,
@@ -674,10 +812,13 @@ __all__ = [
     "BenchConfig",
     "BenchError",
     "BenchResult",
+    "ClipBatchTask",
     "ClipItem",
     "ClipTask",
+    "batch_size",
     "merge_records",
     "process_clip",
+    "process_clips",
     "protocol_with_overrides",
     "read_clips",
     "row_intervals",

@@ -13,6 +13,12 @@ The bench (:mod:`benchmark.runner`) hands every method a :class:`ClipInput` per 
 A method returns either frames ``(T, H, W, 3) uint8`` (the bench writes them to ``--out/videos/<row>/
 <clip_id>.mp4`` with the driving audio) or the :class:`~pathlib.Path` of an existing video (ground truth,
 videos generated elsewhere). Any size is accepted: metrics compare at the ground truth's size.
+
+Batches: the bench hands a method the clips it must generate ``batch_clips`` at a time through
+:meth:`Method.generate_batch` (one output per clip, in order). The default ``batch_clips`` is 1 and the
+default ``generate_batch`` calls :meth:`Method.generate` per clip; a model that runs several clips per
+forward (SINGER) overrides both. If a batch raises, the bench generates its clips one at a time, so one
+bad clip fails only itself.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from shv_toolkit.core.errors import ShvError
+from shv_toolkit.core.errors import ShvError, UsageError
 
 
 class MethodError(ShvError):
@@ -57,8 +63,6 @@ class ClipInput:
 MethodOutput = np.ndarray | Path
 
 
-
-
 def safe_name(name: str) -> str:
     """A row name as a directory name (letters, digits, ``._-``)."""
     s = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("._")
@@ -70,7 +74,8 @@ def safe_name(name: str) -> str:
 class Method(ABC):
     """One row of the leaderboard. Subclasses set ``name`` (the ``--method`` value), ``summary`` (one line
     for ``--list-methods``) and implement :meth:`generate`. Keyword options arrive from the command line
-    (``videos``, ``name``, ``checkpoint``, ``device``, ``seed``); a method takes the ones it needs."""
+    (``videos``, ``name``, ``checkpoint``, ``device``, ``seed``, ``batch_clips``); a method takes the ones it
+    needs."""
 
     name: ClassVar[str]
     summary: ClassVar[str]
@@ -78,9 +83,15 @@ class Method(ABC):
     usage: ClassVar[str] = ""
     #: True when the method produces frames the bench writes to ``--out/videos``
     generates: ClassVar[bool] = True
+    #: clips the bench hands :meth:`generate_batch` at once (``--batch-clips`` overrides it per run)
+    batch_clips: int = 1
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, *, batch_clips: int | None = None, **options: Any) -> None:
         self.options = options
+        if batch_clips is not None:
+            if int(batch_clips) < 1:
+                raise UsageError(f"batch_clips must be >= 1, got {batch_clips}")
+            self.batch_clips = int(batch_clips)
 
     @property
     def row_name(self) -> str:
@@ -108,6 +119,15 @@ class Method(ABC):
     @abstractmethod
     def generate(self, clip: ClipInput) -> MethodOutput:
         """Frames ``(num_frames, H, W, 3) uint8`` or the path of a video of ``num_frames`` frames at ``fps``."""
+
+    def generate_batch(self, clips: list[ClipInput]) -> list[MethodOutput]:
+        """One output per clip, in order (see the module docstring). Default: :meth:`generate` per clip."""
+        return [self.generate(c) for c in clips]
+
+    def row_info(self) -> dict[str, Any]:
+        """Leaderboard columns about how the method generated: ``identity_backend`` and ``dtype``
+        (:data:`benchmark.leaderboard.METHOD_COLUMNS`). Default: none (empty cells)."""
+        return {}
 
     def close(self) -> None:
         """Release models (called once at the end of a run). Default: nothing to release."""

@@ -29,12 +29,13 @@ The driving audio follows the release: Hallo's and SINGER's inference separate t
 wav2vec2, so these methods ask for the manifest's vocals stem (``driving_audio = "vocals"``; the bench's
 ``--driving-audio mix`` overrides it). The identity backend actually used (``insightface`` or the ``fallback``)
 and the inference dtype are part of the method's fingerprint (cached clips are reused only under the same
-ones) and of :meth:`~_SingerBase.extras`, which the run summary lists.
+ones), of :meth:`~_SingerBase.extras`, which the run summary lists, and of the leaderboard row (its
+``identity_backend`` and ``dtype`` columns, from :meth:`~_SingerBase.row_info`).
 
 Several clips can go through the net together: :meth:`~_SingerBase.generate_batch` runs window ``k`` of up to
 ``batch_clips`` clips in one forward (each clip's frames equal its frames alone, up to float summation order).
-The bench's runner still calls :meth:`~_SingerBase.generate` one clip at a time; a runner that hands a method
-its clips in groups (``generate_batch``) gets the batching without changes here.
+``batch_clips`` (``shv-bench --batch-clips N``, default 1) is also how many clips the bench's runner hands
+:meth:`~_SingerBase.generate_batch` at once; a batch that fails is retried one clip at a time by the runner.
 """
 
 from __future__ import annotations
@@ -96,10 +97,10 @@ def load_infer_module() -> Any:
 class _SingerBase(Method):
     variant: ClassVar[str] = "singer"
     usage = ("--checkpoint DIR|CONFIG.yaml [--device cpu|cuda] [--dtype auto|bf16|fp16|fp32] [--seed 0] "
-             "[--steps N] [--guidance-scale G]")
+             "[--steps N] [--guidance-scale G] [--batch-clips N]")
     #: the release separates the vocals before wav2vec2: the bench drives these methods with the vocals stem
     driving_audio: ClassVar[str] = "vocals"
-    #: shv-bench passes --checkpoint, --device, --dtype, --seed, --steps, --guidance-scale
+    #: shv-bench passes --checkpoint, --device, --dtype, --seed, --steps, --guidance-scale (and --batch-clips)
     takes_checkpoint: ClassVar[bool] = True
 
     def __init__(self, checkpoint: str | Path | None = None, device: str | None = None, seed: int = 0,
@@ -182,6 +183,9 @@ class _SingerBase(Method):
         return {"checkpoint": str(self.checkpoint) if self.checkpoint else None, "variant": self.variant,
                 "identity_backend": self.identity_backend, "dtype": self.dtype_name, "device": self.device,
                 "seed": self.seed, **self.sampler}
+
+    def row_info(self) -> dict[str, Any]:
+        return {"identity_backend": self.identity_backend, "dtype": self.dtype_name}
 
     def input_notes(self, clip_ids: list[str]) -> dict[str, list[str]]:
         # the run summary (runs/<row>.json) and report list these: the settings a reader needs beside the row
