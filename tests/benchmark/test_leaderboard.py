@@ -43,6 +43,21 @@ def test_make_row_cells_and_reasons():
     assert _row("x", ssim=None)["missing"].startswith("SSIM: failed on every clip")
 
 
+def test_method_columns_follow_the_metadata_and_round_trip(tmp_path):
+    # identity_backend and dtype come last: every older column keeps its position
+    assert lb.COLUMNS[-len(lb.META) - 2:] == lb.META + ["identity_backend", "dtype"]
+    assert lb.COLUMNS.index("ci") == len(lb.COLUMNS) - 3
+    singer = _row("singer", method_info={"identity_backend": "insightface", "dtype": "bfloat16", "seed": 0})
+    static = _row("static")
+    assert (singer["identity_backend"], singer["dtype"]) == ("insightface", "bfloat16")
+    assert static["identity_backend"] is None and static["dtype"] is None and "seed" not in singer
+    board = lb.upsert(pd.DataFrame(columns=lb.COLUMNS), [singer, static])
+    (tmp_path / "leaderboard.csv").write_text(board[lb.COLUMNS].to_csv(index=False))
+    back = lb.read_leaderboard(tmp_path).set_index("method")
+    assert back.loc["singer", "identity_backend"] == "insightface" and back.loc["singer", "dtype"] == "bfloat16"
+    assert pd.isna(back.loc["static", "identity_backend"]) and pd.isna(back.loc["static", "dtype"])
+
+
 def test_upsert_replaces_in_place_and_keeps_others():
     board = pd.DataFrame(columns=lb.COLUMNS)
     board = lb.upsert(board, [_row("a"), _row("b"), _row("c")])

@@ -6,6 +6,7 @@ import dataclasses
 import sys
 import types
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from benchmark import runner
 from benchmark.core import decode_state, encode_state, fresh_shard
 from benchmark.methods import METHODS, describe_methods, make_method, register
 from benchmark.methods.base import ClipInput, Method, MethodError, MethodUnavailableError, MissingVideoError
-from benchmark.methods.singer import ALIASES, VARIANTS, SingerUnavailableError, load_infer_module
+from benchmark.methods.singer import ALIASES, VARIANTS, Singer, SingerUnavailableError, load_infer_module
 from benchmark.metrics.bas import BAS
 from benchmark.metrics.fvd import FVD
 from benchmark.metrics.ssim import SSIM
@@ -304,6 +305,120 @@ def test_registering_a_method_is_one_class(sample_build, tmp_path):
         assert (tmp_path / "videos" / "test-mirror").is_dir()
     finally:
         METHODS.pop("test-mirror")
+
+
+class _CountingSinger(Singer):
+    """``singer`` that records every ``generate_batch`` call (clips per call) and the frames it returned."""
+
+    name = "test-singer-counting"
+    summary = "singer, counting its batches (test)"
+    calls: ClassVar[list[int]] = []
+    frames: ClassVar[dict[str, np.ndarray]] = {}
+
+    def generate_batch(self, clips: list[ClipInput]) -> list[np.ndarray]:
+        type(self).calls.append(len(clips))
+        out = super().generate_batch(clips)
+        type(self).frames.update({c.clip_id: f for c, f in zip(clips, out, strict=True)})
+        return out
+
+
+def test_cli_batch_clips_gives_the_same_clips_and_the_method_columns(sample_build, tiny_config, tmp_path):
+    """shv-bench --batch-clips 3 hands the tiny SINGER the three test clips in one generate_batch call; every
+    clip's frames and SSIM equal those of --batch-clips 1 (one clip per call) up to float summation order.
+    The row carries the identity backend and dtype actually used; a ground-truth row leaves them empty."""
+    import pandas as pd
+    import torch
+
+    from benchmark import bench_cli
+    from benchmark.leaderboard import META, METHOD_COLUMNS
+
+    manifest = sample_build[0] / "test.parquet"
+    register(_CountingSinger)
+    runs: dict[int, tuple[list[int], dict[str, np.ndarray], pd.DataFrame]] = {}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for batch in (1, 3):
+            _CountingSinger.calls, _CountingSinger.frames = [], {}
+            out = tmp_path / f"batch{batch}"
+            code = bench_cli.main(["--method", _CountingSinger.name, "--checkpoint", str(tiny_config),
+                                   "--manifest", str(manifest), "--out", str(out), "--metrics", "ssim",
+                                   "--batch-clips", str(batch), "--no-progress", "--bootstrap", "0"])
+            assert code == 0
+            runs[batch] = (_CountingSinger.calls, _CountingSinger.frames, pd.read_parquet(out / "per_clip.parquet"))
+        assert bench_cli.main(["--method", "ground-truth", "--manifest", str(manifest), "--out",
+                               str(tmp_path / "batch3"), "--metrics", "ssim", "--limit", "1", "--no-progress",
+                               "--bootstrap", "0"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+        METHODS.pop(_CountingSinger.name)
+    (calls1, frames1, clips1), (calls3, frames3, clips3) = runs[1], runs[3]
+    assert calls1 == [1, 1, 1] and calls3 == [3]
+    assert list(frames1) == list(frames3) and len(frames1) == 3
+    for cid, a in frames1.items():
+        b = frames3[cid]
+        assert a.shape == b.shape and a.shape[0] == 50
+        d = np.abs(a.astype(int) - b.astype(int))
+        assert d.max() <= 2 and d.mean() < 0.05, cid
+    assert list(clips1["clip_id"]) == list(clips3["clip_id"]) and (clips3["status"] == "ok").all()
+    np.testing.assert_allclose(clips3["ssim"].to_numpy(), clips1["ssim"].to_numpy(), atol=2e-3)
+
+    csv = tmp_path / "batch3" / "leaderboard.csv"
+    header = csv.read_text().splitlines()[0].split(",")
+    assert header[-len(META) - len(METHOD_COLUMNS):] == META + METHOD_COLUMNS  # new columns after the old ones
+    board = pd.read_csv(csv, dtype=str, keep_default_na=False).set_index("method")
+    assert board.loc[_CountingSinger.name, "identity_backend"] == "fallback"  # the tiny config's backend
+    assert board.loc[_CountingSinger.name, "dtype"] == "float32"  # auto on CPU
+    assert board.loc["ground-truth", "identity_backend"] == "" and board.loc["ground-truth", "dtype"] == ""
+    assert bench_cli.main(["--method", "static", "--manifest", str(manifest), "--out", str(tmp_path / "x"),
+                           "--batch-clips", "0"]) == 2
+
+
+class _OneBadClip(Method):
+    """Frames for every clip but ``bad``; a batch holding ``bad`` raises as a whole."""
+
+    name = "test-one-bad-clip"
+    summary = "fails on one clip (test)"
+    log: ClassVar[list[tuple[str, list[str]]]] = []
+
+    def generate(self, clip: ClipInput) -> np.ndarray:
+        type(self).log.append(("generate", [clip.clip_id]))
+        if clip.clip_id == self.options["bad"]:
+            raise RuntimeError(f"cannot generate {clip.clip_id}")
+        return np.repeat(clip.reference_image[None], clip.num_frames, axis=0)
+
+    def generate_batch(self, clips: list[ClipInput]) -> list[np.ndarray]:
+        type(self).log.append(("batch", [c.clip_id for c in clips]))
+        if any(c.clip_id == self.options["bad"] for c in clips):
+            raise RuntimeError("a clip of the batch failed")
+        return [np.repeat(c.reference_image[None], c.num_frames, axis=0) for c in clips]
+
+
+def test_a_failing_clip_in_a_batch_fails_only_itself(sample_build, tmp_path):
+    items = read_clips(sample_build[0] / "test.parquet")
+    ids = [it.clip_id for it in items]
+    bad = ids[1]
+    register(_OneBadClip)
+    try:
+        cfg = BenchConfig(method=_OneBadClip.name, manifest=sample_build[0] / "test.parquet", out=tmp_path,
+                          metrics=["ssim"], method_options={"bad": bad, "batch_clips": 3}, progress=False,
+                          bootstrap_samples=0)
+        _OneBadClip.log = []
+        res = run_bench(cfg)
+        # one batch of the three clips, which raised; then each clip alone: only the bad one failed
+        assert _OneBadClip.log == [("batch", ids)] + [("generate", [c]) for c in ids]
+        assert res.failures == {bad: {"generate": f"RuntimeError: cannot generate {bad}"}}
+        assert [r["clip_id"] for r in res.records] == ids
+        good = [r for r in res.records if r["clip_id"] != bad]
+        assert all(not r["errors"] and r["metrics"]["ssim"]["values"]["ssim"] > 0.5 for r in good)
+        assert res.row["n_scored"] == 2 and res.row["identity_backend"] is None and res.row["dtype"] is None
+        # a rerun retrying the error regenerates only the bad clip (the others come from the cache)
+        _OneBadClip.log = []
+        res2 = run_bench(dataclasses.replace(cfg, retry_errors=True))
+        assert _OneBadClip.log == [("generate", [bad])]
+        assert res2.n_cached == 2 and res2.failures == res.failures
+    finally:
+        METHODS.pop(_OneBadClip.name)
 
 
 def test_read_clips_resolves_paths(sample_build):
