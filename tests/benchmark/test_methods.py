@@ -421,6 +421,17 @@ def test_a_failing_clip_in_a_batch_fails_only_itself(sample_build, tmp_path):
         METHODS.pop(_OneBadClip.name)
 
 
+def test_batches_on_worker_processes_give_the_same_row(sample_build, tmp_path):
+    """Groups of batch_clips clips as engine tasks (two local workers) score like one clip at a time here."""
+    manifest = sample_build[0] / "test.parquet"
+    seq = run_bench(BenchConfig(method="static", manifest=manifest, out=tmp_path / "seq", metrics=["ssim"],
+                                progress=False, bootstrap_samples=0))
+    par = run_bench(BenchConfig(method="static", manifest=manifest, out=tmp_path / "par", metrics=["ssim"],
+                                method_options={"batch_clips": 2}, workers=2, progress=False, bootstrap_samples=0))
+    assert [r["clip_id"] for r in par.records] == [r["clip_id"] for r in seq.records]
+    assert par.row["SSIM"] == pytest.approx(seq.row["SSIM"], rel=1e-12) and par.n_computed == 3
+
+
 def test_read_clips_resolves_paths(sample_build):
     items = read_clips(sample_build[0] / "test.parquet", limit=2)
     assert len(items) == 2
