@@ -92,10 +92,12 @@ class ClipConfig:
 
 @dataclass
 class VocalsConfig:
-    backend: Literal["auto", "demucs", "spleeter", "none"] = "auto"
+    backend: Literal["auto", "demucs", "spleeter", "mdx", "none"] = "auto"
     demucs_model_dir: str | None = None  # local directory with a demucs model (yaml + .th); never downloaded
     demucs_model_name: str = "htdemucs"
     demucs_shifts: int = 1  # demucs test-time random-shift passes averaged (0 = fastest, 1 = demucs default)
+    # "mdx": local MDX-Net ONNX file, Hallo's pretrained_models/audio_separator/Kim_Vocal_2.onnx (never downloaded)
+    mdx_model_path: str | None = None
     device: str = "cpu"
 
 

