@@ -38,8 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, type=Path, help="output directory (manifests, clips, logs)")
     p.add_argument("--config", type=Path, help="YAML file overriding BuildConfig fields (see README)")
     p.add_argument("--filter-mode", choices=["filter", "score-only"], help="score-only keeps every clip")
-    p.add_argument("--vocals", choices=["auto", "demucs", "spleeter", "none"], help="vocal separator")
+    p.add_argument("--vocals", choices=["auto", "demucs", "spleeter", "mdx", "none"], help="vocal separator")
     p.add_argument("--demucs-model-dir", help="local directory holding a demucs model (never downloaded)")
+    p.add_argument("--mdx-model", help="local MDX-Net ONNX file for --vocals mdx (Hallo's Kim_Vocal_2.onnx)")
     p.add_argument("--device", help="torch device for separation (cpu, cuda, ...)")
     p.add_argument("--cookies", help="Netscape cookies file passed to yt-dlp")
     p.add_argument("--cookies-from-browser", help="browser to read cookies from (yt-dlp syntax)")
@@ -74,6 +75,7 @@ def config_from_args(args: argparse.Namespace) -> BuildConfig:
         ("filters", "mode"): args.filter_mode,
         ("vocals", "backend"): args.vocals,
         ("vocals", "demucs_model_dir"): args.demucs_model_dir,
+        ("vocals", "mdx_model_path"): args.mdx_model,
         ("vocals", "device"): args.device,
         ("download", "cookies"): args.cookies,
         ("download", "cookies_from_browser"): args.cookies_from_browser,

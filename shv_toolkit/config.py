@@ -171,6 +171,8 @@ class BuildConfig:
                   "sleep_interval", "max_sleep_interval"):
             d["download"].pop(k, None)
         d["vocals"].pop("device", None)
+        if d["vocals"].get("mdx_model_path") is None:  # unset: the hashes of configs from before the field
+            d["vocals"].pop("mdx_model_path", None)
         d["clips"].pop("threads", None)
         d["clips"].pop("decoder_threads", None)
         blob = json.dumps(d, sort_keys=True).encode()

@@ -32,3 +32,25 @@ def test_score_strides_are_hashed_and_validated(name):
     for bad in (0, -2, 2.5, "5", True):
         with pytest.raises(UsageError, match=f"filters.{name}"):
             BuildConfig.from_dict({"filters": {name: bad}})
+
+
+def test_default_config_hash_is_stable():
+    """The default config's hash is the one in the committed sample manifests: a new option whose unset
+    value changes nothing must not change it (resumed builds match their markers by this hash)."""
+    import pandas as pd
+
+    from ..conftest import REPO
+
+    committed = set(pd.read_parquet(REPO / "manifests" / "sample" / "clips.parquet")["config_hash"])
+    assert committed == {BuildConfig().config_hash()}
+    with_mdx = BuildConfig.from_dict({"vocals": {"backend": "mdx", "mdx_model_path": "/m/Kim_Vocal_2.onnx"}})
+    assert with_mdx.config_hash() != BuildConfig().config_hash()
+
+
+def test_cli_selects_the_mdx_separator():
+    from shv_toolkit.cli import build_parser, config_from_args
+
+    args = build_parser().parse_args(["--urls", "u.txt", "--out", "o", "--vocals", "mdx",
+                                      "--mdx-model", "/m/Kim_Vocal_2.onnx"])
+    cfg = config_from_args(args)
+    assert (cfg.vocals.backend, cfg.vocals.mdx_model_path) == ("mdx", "/m/Kim_Vocal_2.onnx")
