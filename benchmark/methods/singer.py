@@ -105,15 +105,12 @@ class _SingerBase(Method):
 
     def __init__(self, checkpoint: str | Path | None = None, device: str | None = None, seed: int = 0,
                  steps: int | None = None, guidance_scale: float | None = None, dtype: str | None = None,
-                 batch_clips: int = 1, **options: Any) -> None:
-        super().__init__(**options)
+                 **options: Any) -> None:
+        super().__init__(**options)  # batch_clips (None: the default 1) is checked there
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.device = device or "cpu"
         self.seed = int(seed)
         self.dtype_option = dtype or "auto"
-        self.batch_clips = int(batch_clips)
-        if self.batch_clips < 1:
-            raise UsageError(f"batch_clips must be >= 1, got {batch_clips}")
         # sampler settings are passed only when given, so the checkpoint's inference defaults apply
         self.sampler = {k: v for k, v in (("steps", steps), ("guidance_scale", guidance_scale)) if v is not None}
         self._infer: Any = None

@@ -460,3 +460,11 @@ def test_protocol_overrides_are_named():
     assert runner.protocol_with_overrides("shv-v1", fvd_stride=1).name == "shv-v1"
     with pytest.raises(UsageError):
         BenchConfig(method="static", manifest=Path("m"), out=Path("o"), metrics=["nope"])
+
+
+def test_model_methods_take_batch_clips_as_every_method_does():
+    from benchmark.methods.singer import Singer
+
+    assert Singer(batch_clips=None).batch_clips == 1 and Singer(batch_clips=3).batch_clips == 3
+    with pytest.raises(UsageError, match="batch_clips must be >= 1"):
+        Singer(batch_clips=0)
