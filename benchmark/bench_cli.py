@@ -196,7 +196,8 @@ def main(argv: list[str] | None = None) -> int:
     if not model_method and (args.checkpoint or args.dtype):
         return usage("--checkpoint and --dtype are options of the model methods (singer, hallo, ...)")
     # the model methods follow their release's driving audio (Hallo / SINGER separate the vocals) unless told
-    driving_audio = args.driving_audio or getattr(METHODS.get(args.method), "driving_audio", "mix")
+    method_cls = METHODS.get(args.method)
+    driving_audio = args.driving_audio or (method_cls.default_driving_audio(args.checkpoint) if method_cls else "mix")
     lm = {"backend": args.landmark_backend}
     metric_options = {
         "lse": {"weights": args.syncnet_weights, "device": args.device},

@@ -85,6 +85,13 @@ class Method(ABC):
     generates: ClassVar[bool] = True
     #: clips the bench hands :meth:`generate_batch` at once (``--batch-clips`` overrides it per run)
     batch_clips: int = 1
+    #: the audio the bench drives the method with unless ``--driving-audio`` says: "mix" or "vocals"
+    driving_audio: ClassVar[str] = "mix"
+
+    @classmethod
+    def default_driving_audio(cls, checkpoint: str | Path | None = None) -> str:
+        """The driving audio of a run without ``--driving-audio`` (a model may decide by its checkpoint)."""
+        return cls.driving_audio
 
     def __init__(self, *, batch_clips: int | None = None, **options: Any) -> None:
         self.options = options

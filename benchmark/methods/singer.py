@@ -25,9 +25,13 @@ Methods and what they are:
   those with the ablation configs and evaluate them with ``--method singer``). ``singer-no-msm``,
   ``singer-no-sfm`` and ``singer-no-both`` are their old names, kept as aliases.
 
-The driving audio follows the release: Hallo's and SINGER's inference separate the vocals from the song before
-wav2vec2, so these methods ask for the manifest's vocals stem (``driving_audio = "vocals"``; the bench's
-``--driving-audio mix`` overrides it). The identity backend actually used (``insightface`` or the ``fallback``)
+The driving audio follows the release: Hallo's and SINGER's inference separate the vocals from the song with
+MDX-Net ``Kim_Vocal_2.onnx`` before wav2vec2. A checkpoint config that names ``weights.vocal_separator`` (the
+release configs name ``pretrained_models/audio_separator/Kim_Vocal_2.onnx``) gets the clip's song and separates
+it the same way (:class:`shv_toolkit.stages.vocals_mdx.MdxSeparator`, from the clip's 16 kHz track); any other
+checkpoint is driven with the manifest's vocals stem (``driving_audio = "vocals"``). The bench's
+``--driving-audio mix|vocals`` overrides either (with a separator configured, ``vocals`` hands it the stem,
+which it separates again). The identity backend actually used (``insightface`` or the ``fallback``)
 and the inference dtype are part of the method's fingerprint (cached clips are reused only under the same
 ones), of :meth:`~_SingerBase.extras`, which the run summary lists, and of the leaderboard row (its
 ``identity_backend`` and ``dtype`` columns, from :meth:`~_SingerBase.row_info`).
@@ -94,6 +98,19 @@ def load_infer_module() -> Any:
     return module
 
 
+def vocal_separator_path(checkpoint: str | Path) -> Path | None:
+    """``weights.vocal_separator`` of a checkpoint's config (resolved against its folder), or None."""
+    path = Path(checkpoint)
+    if not (path.is_dir() or (path.suffix in CONFIG_SUFFIXES and path.is_file())):
+        return None
+    conf, base = load_infer_module().checkpoint_config(path)
+    value = (conf.get("weights") or {}).get("vocal_separator")
+    if not value:
+        return None
+    p = Path(value)
+    return p if p.is_absolute() else (Path(base) / p).resolve()
+
+
 class _SingerBase(Method):
     variant: ClassVar[str] = "singer"
     usage = ("--checkpoint DIR|CONFIG.yaml [--device cpu|cuda] [--dtype auto|bf16|fp16|fp32] [--seed 0] "
@@ -117,8 +134,19 @@ class _SingerBase(Method):
         self._pipe: Any = None
         self._dtype: Any = None
         self._identity_backend: str | None = None  # kept after close(): the run summary is written after it
+        self._separator: Any = None  # the release's vocal separator, when the checkpoint config names one
 
     # ------------------------------------------------------------------ set-up
+    @classmethod
+    def default_driving_audio(cls, checkpoint: str | Path | None = None) -> str:
+        """``"mix"`` when the checkpoint config names the release's vocal separator (this method separates the
+        song), else the manifest's vocals stem."""
+        try:
+            separated_here = bool(checkpoint) and vocal_separator_path(checkpoint) is not None
+        except (MissingWeightsError, UsageError):  # an unreadable checkpoint: check() reports it
+            separated_here = False
+        return "mix" if separated_here else cls.driving_audio
+
     def check(self) -> None:
         """Refuse a missing checkpoint (a directory or a config YAML), then load the pipeline once."""
         if self._pipe is not None:
@@ -140,6 +168,14 @@ class _SingerBase(Method):
             raise SingerUnavailableError(f"{self.name}: {exc}") from exc
         self._infer = infer
         self._identity_backend = str(self._pipe.identity_backend)
+        separator = vocal_separator_path(self.checkpoint)
+        if separator is not None:
+            from shv_toolkit.stages.vocals_mdx import MdxSeparator
+
+            try:
+                self._separator = MdxSeparator(separator, device=self.device)
+            except MissingWeightsError as exc:
+                raise SingerUnavailableError(f"{self.name}: the release's vocal separator: {exc}") from exc
         log.info("%s: %s, identity backend %s, %s on %s", self.name, self.checkpoint, self.identity_backend,
                  self.dtype_name, self.device)
 
@@ -159,6 +195,11 @@ class _SingerBase(Method):
         return self._identity_backend
 
     @property
+    def vocal_separator(self) -> str | None:
+        """The release's vocal separator this method runs on the song (name and version), or None."""
+        return None if self._separator is None else f"{self._separator.name} ({self._separator.version})"
+
+    @property
     def dtype_name(self) -> str | None:
         return None if self._dtype is None else str(self._dtype).removeprefix("torch.")
 
@@ -172,13 +213,15 @@ class _SingerBase(Method):
             "seed": self.seed,
             "identity_backend": self.identity_backend,
             "dtype": self.dtype_name,
+            "vocal_separator": self.vocal_separator,
             **self.sampler,
         }
 
     def extras(self) -> dict[str, Any]:
         """What a result row should carry about how it was generated."""
         return {"checkpoint": str(self.checkpoint) if self.checkpoint else None, "variant": self.variant,
-                "identity_backend": self.identity_backend, "dtype": self.dtype_name, "device": self.device,
+                "identity_backend": self.identity_backend, "dtype": self.dtype_name,
+                "vocal_separator": self.vocal_separator, "device": self.device,
                 "seed": self.seed, **self.sampler}
 
     def row_info(self) -> dict[str, Any]:
@@ -201,11 +244,21 @@ class _SingerBase(Method):
             for c in group[1:]:
                 if c.fps != group[0].fps:
                     raise UsageError(f"clips of one batch need one fps: {c.clip_id} {c.fps} vs {group[0].fps}")
-            requests = [self._infer.GenerationRequest(c.reference_image, c.audio, c.num_frames, self.seed)
+            requests = [self._infer.GenerationRequest(c.reference_image, self._driving(c), c.num_frames, self.seed)
                         for c in group]
             frames = self._pipe.generate_batch(requests, fps=group[0].fps, **self.sampler)
             out += [check_frames(f, c, self.name) for f, c in zip(frames, group, strict=True)]
         return out
+
+    def _driving(self, clip: ClipInput) -> np.ndarray:
+        """The clip's audio as the release drives the net: its vocals separated first when configured."""
+        if self._separator is None:
+            return clip.audio
+        from shv_toolkit.stages.vocals import OUTPUT_RATE
+
+        if clip.sample_rate != OUTPUT_RATE:
+            raise UsageError(f"clip {clip.clip_id}: audio at {clip.sample_rate} Hz, the separator gives {OUTPUT_RATE}")
+        return self._separator.separate(clip.audio, clip.sample_rate)
 
     def close(self) -> None:
         if self._pipe is not None:

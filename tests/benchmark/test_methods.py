@@ -468,3 +468,45 @@ def test_model_methods_take_batch_clips_as_every_method_does():
     assert Singer(batch_clips=None).batch_clips == 1 and Singer(batch_clips=3).batch_clips == 3
     with pytest.raises(UsageError, match="batch_clips must be >= 1"):
         Singer(batch_clips=0)
+
+
+def test_release_configs_separate_the_song_with_kim_vocal_2(tmp_path, shared_media, monkeypatch):
+    """A checkpoint config naming ``weights.vocal_separator`` is driven with the song, whose vocals the method
+    separates (MDX-Net) before the net, as Hallo's and SINGER's inference do; without one: the vocals stem."""
+    from benchmark.methods.singer import vocal_separator_path
+    from shv_toolkit.core import media
+    from shv_toolkit.stages.vocals_mdx import MdxSeparator
+
+    from ..conftest import REPO
+
+    for name in ("hallo", "singer"):  # the shipped release configs name Hallo's download path
+        path = vocal_separator_path(REPO / "singer_model" / "configs" / f"{name}_release.yaml")
+        assert path == REPO / "pretrained_models" / "audio_separator" / "Kim_Vocal_2.onnx"
+    onnx = REPO / "tests" / "shv_toolkit" / "fixtures" / "mdx" / "tiny_mdx.onnx"
+    module = _fake_infer(monkeypatch)
+    module.checkpoint_config = lambda ckpt: ({"model": {}, "weights": {"vocal_separator": str(onnx)}},
+                                             Path(ckpt).parent)
+    config = tmp_path / "release.yaml"
+    config.write_text("model: {}\n")
+    assert make_method("hallo").default_driving_audio(config) == "mix"
+    song = media.read_audio(shared_media / "lena.wav", sample_rate=16000, end=0.2)
+    n = len(song) // 640
+    clip = dataclasses.replace(_clip(tmp_path, n), audio=song[: n * 640])
+    m = make_method("hallo", checkpoint=config)
+    m.check()
+    m.generate(clip)
+    (requests, _, _), = module.pipes[-1].batches
+    want = MdxSeparator(onnx).separate(clip.audio, 16000)
+    assert np.array_equal(requests[0].audio, want) and not np.allclose(want, clip.audio)
+    assert m.fingerprint()["vocal_separator"].startswith("mdx:tiny_mdx")
+    # its file missing: the method is unavailable, naming the file
+    module.checkpoint_config = lambda ckpt: ({"weights": {"vocal_separator": "gone/Kim_Vocal_2.onnx"}},
+                                             Path(ckpt).parent)
+    with pytest.raises(SingerUnavailableError, match="Kim_Vocal_2.onnx"):
+        make_method("hallo", checkpoint=config).check()
+    # no separator in the config: the manifest's vocals stem, passed as it is
+    module.checkpoint_config = lambda ckpt: ({"model": {}}, Path(ckpt).parent)
+    assert make_method("hallo").default_driving_audio(config) == "vocals"
+    m = make_method("hallo", checkpoint=config)
+    m.generate(clip)
+    assert module.pipes[-1].batches[0][0][0].audio is clip.audio
