@@ -196,13 +196,14 @@ def cfg_step_flops(cfg: SingerConfig, frames: int, size: int, clips: int, dtype:
 
 def measure_cfg_step(cfg: SingerConfig, *, frames: int, size: int, clips: int, device: torch.device,
                      dtype: torch.dtype, repeats: int, warmup: int, peak_tflops: float | None,
-                     steps: int) -> tuple[Measured, float]:
+                     steps: int, compile_backend: str | None = None) -> tuple[Measured, float]:
     net = _net(cfg, device, dtype).eval().requires_grad_(False)
     args = cfg_step_inputs(net, frames, size, clips, device, dtype)
+    forward = net if compile_backend is None else torch.compile(net, backend=compile_backend)  # as SingerPipeline
 
     @torch.no_grad()
     def step() -> None:
-        net(**args)
+        forward(**args)
 
     _reset_peak(device)
     times = time_it(step, device, repeats, warmup)
@@ -212,7 +213,8 @@ def measure_cfg_step(cfg: SingerConfig, *, frames: int, size: int, clips: int, d
     tf = flops / sec / 1e12
     windows = math.ceil(CLIP_FRAMES / frames)
     per_clip = steps * windows * sec / clips
-    return (Measured(f"CFG denoising step (batch {2 * clips}: {clips} clip(s) x cond/uncond)", sec, times, peak,
+    compiled = f", torch.compile {compile_backend}" if compile_backend else ""
+    return (Measured(f"CFG denoising step (batch {2 * clips}: {clips} clip(s) x cond/uncond{compiled})", sec, times, peak,
                      flops, tf, tf / peak_tflops if peak_tflops else None, None,
                      "" if peak is not None else "peak memory not measured on this device"), per_clip)
 
@@ -233,7 +235,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             log.info("%s: %.3f s", results[-1].name, results[-1].seconds)
     cfg_m, per_clip = measure_cfg_step(cfg, frames=args.frames, size=args.size, clips=args.clips, device=device,
                                        dtype=dtype, repeats=args.repeats, warmup=args.warmup,
-                                       peak_tflops=args.peak_tflops, steps=args.steps)
+                                       peak_tflops=args.peak_tflops, steps=args.steps,
+                                       compile_backend=args.compile)
     results.append(cfg_m)
     return {
         "device": str(device),
@@ -278,6 +281,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="the device's reachable TFLOP/s for the share (H200 bf16 matmul: 790)")
     p.add_argument("--no-train", action="store_true", help="only the CFG denoising step")
+    p.add_argument("--compile", metavar="BACKEND", default=None,
+                   help="torch.compile the denoising step with this backend (inductor, as shv-bench --compile); "
+                        "the warm-up runs pay the compile")
     p.add_argument("--json", type=Path, help="also write the figures as JSON here")
     return p
 

@@ -114,7 +114,7 @@ def vocal_separator_path(checkpoint: str | Path) -> Path | None:
 class _SingerBase(Method):
     variant: ClassVar[str] = "singer"
     usage = ("--checkpoint DIR|CONFIG.yaml [--device cpu|cuda] [--dtype auto|bf16|fp16|fp32] [--seed 0] "
-             "[--steps N] [--guidance-scale G] [--batch-clips N]")
+             "[--steps N] [--guidance-scale G] [--batch-clips N] [--compile]")
     #: the release separates the vocals before wav2vec2: the bench drives these methods with the vocals stem
     driving_audio: ClassVar[str] = "vocals"
     #: shv-bench passes --checkpoint, --device, --dtype, --seed, --steps, --guidance-scale (and --batch-clips)
@@ -122,12 +122,13 @@ class _SingerBase(Method):
 
     def __init__(self, checkpoint: str | Path | None = None, device: str | None = None, seed: int = 0,
                  steps: int | None = None, guidance_scale: float | None = None, dtype: str | None = None,
-                 **options: Any) -> None:
+                 compile: str | None = None, **options: Any) -> None:
         super().__init__(**options)  # batch_clips (None: the default 1) is checked there
         self.checkpoint = Path(checkpoint) if checkpoint else None
         self.device = device or "cpu"
         self.seed = int(seed)
         self.dtype_option = dtype or "auto"
+        self.compile_backend = compile  # torch.compile backend of the denoising forward ("inductor"), or eager
         # sampler settings are passed only when given, so the checkpoint's inference defaults apply
         self.sampler = {k: v for k, v in (("steps", steps), ("guidance_scale", guidance_scale)) if v is not None}
         self._infer: Any = None
@@ -163,7 +164,8 @@ class _SingerBase(Method):
         try:
             self._dtype = infer.resolve_dtype(self.dtype_option, self.device)
             self._warn_if_not_what_the_name_says(infer)
-            self._pipe = infer.load_pipeline(self.checkpoint, self.variant, self.device, self._dtype)
+            extra = {"compile_backend": self.compile_backend} if self.compile_backend else {}
+            self._pipe = infer.load_pipeline(self.checkpoint, self.variant, self.device, self._dtype, **extra)
         except (MissingWeightsError, UsageError) as exc:
             raise SingerUnavailableError(f"{self.name}: {exc}") from exc
         self._infer = infer
@@ -221,7 +223,7 @@ class _SingerBase(Method):
         """What a result row should carry about how it was generated."""
         return {"checkpoint": str(self.checkpoint) if self.checkpoint else None, "variant": self.variant,
                 "identity_backend": self.identity_backend, "dtype": self.dtype_name,
-                "vocal_separator": self.vocal_separator, "device": self.device,
+                "vocal_separator": self.vocal_separator, "compile": self.compile_backend, "device": self.device,
                 "seed": self.seed, **self.sampler}
 
     def row_info(self) -> dict[str, Any]:

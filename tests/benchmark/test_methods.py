@@ -510,3 +510,22 @@ def test_release_configs_separate_the_song_with_kim_vocal_2(tmp_path, shared_med
     m = make_method("hallo", checkpoint=config)
     m.generate(clip)
     assert module.pipes[-1].batches[0][0][0].audio is clip.audio
+
+
+def test_compile_reaches_the_pipeline(tmp_path, monkeypatch):
+    from benchmark import bench_cli
+
+    module = _fake_infer(monkeypatch)
+    plain = module.load_pipeline
+    seen: list[dict] = []
+
+    def load_pipeline(checkpoint, variant, device, dtype, **kw):
+        seen.append(kw)
+        return plain(checkpoint, variant, device, dtype)
+
+    module.load_pipeline = load_pipeline
+    make_method("singer", checkpoint=tmp_path, compile="inductor").check()
+    make_method("singer", checkpoint=tmp_path).check()
+    assert seen == [{"compile_backend": "inductor"}, {}]
+    assert bench_cli.main(["--method", "static", "--compile", "--manifest", str(tmp_path / "m.parquet"),
+                           "--out", str(tmp_path / "o")]) == 2

@@ -67,3 +67,14 @@ def test_cfg_step_inputs_are_the_pipelines_batched_cfg(perf):
                       if k != "reference_features"},
                    reference_features={k: v[: v.shape[0] // 2] for k, v in args["reference_features"].items()})
     assert torch.allclose(both[:2], cond, atol=1e-5)
+
+
+def test_compiled_cfg_step(perf, tmp_path):
+    """``--compile BACKEND`` times the compiled denoising step (``eager`` here: dynamo's capture without
+    code generation, which on CPU would take minutes)."""
+    out = tmp_path / "speed.json"
+    argv = ["--device", "cpu", "--dtype", "fp32", "--model", "tiny", "--size", "64", "--frames", "4", "--no-train",
+            "--repeats", "1", "--warmup", "1", "--compile", "eager", "--json", str(out)]
+    assert perf.main(argv) == 0
+    (step,) = json.loads(out.read_text())["results"]
+    assert step["name"].endswith("torch.compile eager)") and step["seconds"] > 0
