@@ -144,7 +144,7 @@ class _SingerBase(Method):
         song), else the manifest's vocals stem."""
         try:
             separated_here = bool(checkpoint) and vocal_separator_path(checkpoint) is not None
-        except (MissingWeightsError, UsageError):  # an unreadable checkpoint: check() reports it
+        except (MissingWeightsError, UsageError, SingerUnavailableError):  # check() reports these
             separated_here = False
         return "mix" if separated_here else cls.driving_audio
 
