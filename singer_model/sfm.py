@@ -1,6 +1,6 @@
 """Self-adaptive Filter Module (SFM), paper Eq. 5-8.
 
-On the denoising UNet's mid-block output ``H_t`` ``[B, C, F, h, w]`` (per frame):
+On the denoising UNet's mid-block output ``H_t`` ``[B, C, F, h, w]`` or frames ``[(B F), C, h, w]`` (per frame):
 ``SFM(H_t) = sigmoid(FC(H_t)) * IDWT(sum_k beta_k * DWT(H_t)_k)`` with trainable per-sub-band, per-channel
 weights ``beta`` ``[4, C]``; the result replaces the mid-block output and feeds the decoder.
 
@@ -46,8 +46,10 @@ class SelfAdaptiveFilterModule(nn.Module):
         return g.reshape(*lead, w)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        if hidden.ndim != 5:
-            raise ValueError(f"SFM expects [B, C, F, h, w], got {tuple(hidden.shape)}")
-        beta = self.band_weight.to(hidden.dtype)[:, None, :, None, None, None]  # [4, 1, C, 1, 1, 1]
+        """``hidden`` [B, C, F, h, w] or frames [(B F), C, h, w] -> same shape."""
+        if hidden.ndim not in (4, 5):
+            raise ValueError(f"SFM expects [B, C, F, h, w] or [(B F), C, h, w], got {tuple(hidden.shape)}")
+        # [4, 1, C, 1, 1(, 1)]: the band weight per channel, broadcast over the DWT's [4, *lead, h/2, w/2]
+        beta = self.band_weight.to(hidden.dtype).view(4, 1, -1, *[1] * (hidden.ndim - 2))
         filtered = weighted_band_filter(hidden, beta)
         return self.gate(hidden) * filtered

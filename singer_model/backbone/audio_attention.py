@@ -4,16 +4,18 @@ GroupNorm(C) -> 1x1 proj_in to ``inner`` -> block: self-attention; three cross-a
 audio tokens (``attn2_0/1/2``), each multiplied by the full / face / lip mask at this resolution and passed
 through a zero-initialised 1x1 conv (``zero_conv_full/face/lip``), summed (optionally scaled by
 ``motion_scale``) into the residual; GEGLU feed-forward -> 1x1 proj_out back to C, + residual.
+The block works on tokens ``[(B F), h*w, inner]``, where the 1x1 convs are linear maps of their weights.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from diffusers.models.attention import FeedForward
 from diffusers.models.attention_processor import Attention
 from torch import nn
 
-from singer_model.backbone.blocks import from_frames, to_frames
+from singer_model.backbone.blocks import frames_to_tokens, tokens_to_frames
 
 
 def _zero_conv(dim: int) -> nn.Conv2d:
@@ -47,12 +49,9 @@ class AudioTransformerBlock(nn.Module):
         x: torch.Tensor,
         audio: torch.Tensor,
         masks: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-        hw: tuple[int, int],
         motion_scale: tuple[float, float, float] | None,
     ) -> torch.Tensor:
         """``x`` [(B F), h*w, inner]; ``audio`` [(B F), N, D]; masks three [(B F), h*w]."""
-        h, w = hw
-        bf, _, c = x.shape
         x = self.attn1(self.norm1(x)) + x
         n = self.norm2(x)
         scales = motion_scale if motion_scale is not None else (1.0, 1.0, 1.0)
@@ -64,8 +63,7 @@ class AudioTransformerBlock(nn.Module):
             strict=True,
         ):
             y = attn(n, encoder_hidden_states=audio) * mask[:, :, None].to(n.dtype)
-            y = conv(y.reshape(bf, h, w, c).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).reshape(bf, h * w, c)
-            x = x + scale * y
+            x = x + scale * F.linear(y, conv.weight.flatten(1), conv.bias)
         return self.ff(self.norm3(x)) + x
 
 
@@ -84,16 +82,8 @@ class AudioTransformer3D(nn.Module):
         masks: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
         motion_scale: tuple[float, float, float] | None = None,
     ) -> torch.Tensor:
-        """``hidden`` [B, C, F, h, w]; ``audio`` [B, F, N, D]; masks three [B, F, h, w] at this resolution."""
-        b, c, f, h, w = hidden.shape
-        x = to_frames(hidden)
-        residual = x
-        x = self.proj_in(self.norm(x))
-        inner = x.shape[1]
-        x = x.permute(0, 2, 3, 1).reshape(b * f, h * w, inner)
-        tokens = audio.reshape(b * f, *audio.shape[2:])
-        flat_masks = tuple(m.reshape(b * f, h * w) for m in masks)
+        """``hidden`` [(B F), C, h, w]; ``audio`` [(B F), N, D]; masks three [(B F), h*w] at this resolution."""
+        x = frames_to_tokens(self.proj_in(self.norm(hidden)))
         for block in self.transformer_blocks:
-            x = block(x, tokens, flat_masks, (h, w), motion_scale)  # type: ignore[arg-type]
-        x = self.proj_out(x.reshape(b * f, h, w, inner).permute(0, 3, 1, 2).contiguous())
-        return from_frames(x + residual, f)
+            x = block(x, audio, masks, motion_scale)
+        return tokens_to_frames(hidden, x, self.proj_out)

@@ -1,51 +1,34 @@
-"""Frame-wise (inflated) 2D layers and the spatial transformer with reference attention, for [B, C, F, h, w].
+"""The spatial transformer with reference attention, on frames ``[(B F), C, h, w]``.
 
-Parameter names follow SD-1.5 / Hallo so published weights load directly: ResNet blocks and resamplers are
-diffusers' 2D modules applied to every frame; the spatial transformer has SD-1.5's ``norm``, ``proj_in``,
-``transformer_blocks.0.{norm1, attn1, norm2, attn2, norm3, ff}``, ``proj_out``.
+The denoising UNet carries its activations as contiguous frames ``[(B F), C, h, w]``; its ResNet blocks and
+resamplers are diffusers' 2D modules applied to every frame (GroupNorm per frame = Hallo's inflated
+GroupNorm). Parameter names follow SD-1.5 / Hallo so published weights load directly: the spatial
+transformer has SD-1.5's ``norm``, ``proj_in``, ``transformer_blocks.0.{norm1, attn1, norm2, attn2, norm3,
+ff}``, ``proj_out``.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from diffusers.models.attention import FeedForward
 from diffusers.models.attention_processor import Attention
-from diffusers.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
 from torch import nn
 
 
-def to_frames(x: torch.Tensor) -> torch.Tensor:
-    """[B, C, F, h, w] -> [(B F), C, h, w]."""
-    b, c, f, h, w = x.shape
-    return x.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
+def tokens_to_frames(residual: torch.Tensor, tokens: torch.Tensor, proj: nn.Conv2d) -> torch.Tensor:
+    """``residual + proj(tokens)`` in frames: ``tokens`` [(B F), h*w, C'] through the 1x1 conv ``proj`` as a
+    linear map, added to ``residual`` [(B F), C, h, w]. The addition reads the tokens transposed and writes
+    contiguous frames (the residual comes first, so its layout is the output's): no separate copy."""
+    bf, c, h, w = residual.shape
+    y = F.linear(tokens, proj.weight.flatten(1), proj.bias)
+    return residual + y.view(bf, h, w, c).permute(0, 3, 1, 2)
 
 
-def from_frames(x: torch.Tensor, f: int) -> torch.Tensor:
-    """[(B F), C, h, w] -> [B, C, F, h, w]."""
+def frames_to_tokens(x: torch.Tensor) -> torch.Tensor:
+    """[(B F), C, h, w] -> contiguous tokens [(B F), h*w, C] (one copy)."""
     bf, c, h, w = x.shape
-    return x.reshape(bf // f, f, c, h, w).permute(0, 2, 1, 3, 4)
-
-
-class ResnetBlock3D(ResnetBlock2D):
-    """diffusers ResnetBlock2D on every frame (GroupNorm per frame = Hallo's inflated GroupNorm)."""
-
-    def forward(self, hidden: torch.Tensor, temb: torch.Tensor | None = None) -> torch.Tensor:  # type: ignore[override]
-        f = hidden.shape[2]
-        if temb is not None:
-            temb = temb.repeat_interleave(f, dim=0)
-        return from_frames(super().forward(to_frames(hidden), temb), f)
-
-
-class Downsample3D(Downsample2D):
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        f = hidden.shape[2]
-        return from_frames(super().forward(to_frames(hidden)), f)
-
-
-class Upsample3D(Upsample2D):
-    def forward(self, hidden: torch.Tensor, output_size: tuple[int, int] | None = None) -> torch.Tensor:  # type: ignore[override]
-        f = hidden.shape[2]
-        return from_frames(super().forward(to_frames(hidden), output_size), f)
+    return x.permute(0, 2, 3, 1).reshape(bf, h * w, c).contiguous()
 
 
 class SpatialTransformerBlock(nn.Module):
@@ -63,8 +46,14 @@ class SpatialTransformerBlock(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, reference: torch.Tensor | None) -> torch.Tensor:
+        """``x`` [(B F), h*w, C]; ``context`` [(B F), T, D]; ``reference`` [B, F, h*w, C] (the reference image's
+        tokens, usually expanded over frames), appended to every frame's self-attention keys and values."""
         n = self.norm1(x)
-        kv = n if reference is None else torch.cat([n, reference.to(n.dtype)], dim=1)
+        if reference is None:
+            kv = n
+        else:
+            b, f = reference.shape[:2]
+            kv = torch.cat([n.view(b, f, *n.shape[1:]), reference], dim=2).flatten(0, 1)
         x = self.attn1(n, encoder_hidden_states=kv) + x
         x = self.attn2(self.norm2(x), encoder_hidden_states=context) + x
         return self.ff(self.norm3(x)) + x
@@ -83,27 +72,27 @@ class SpatialTransformer3D(nn.Module):
     def forward(
         self,
         hidden: torch.Tensor,
+        frames: int,
         context: torch.Tensor,
         reference: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """``hidden`` [B, C, F, h, w]; ``context`` [B, T, D]; ``reference`` [B*(1+M), h*w, C] (the reference
-        UNet's norm1 output at the same block: index 0 = reference image, 1..M = motion frames).
+        """``hidden`` [(B F), C, h, w] with ``frames`` = F; ``context`` [(B F), T, D]; ``reference``
+        [B*(1+M), h*w, C] (the reference UNet's norm1 output at the same block: index 0 = reference image,
+        1..M = motion frames).
 
-        Returns the output and the motion-frame features [B, C, M, h, w] (None without a reference).
+        Returns the output [(B F), C, h, w] and the motion-frame features [B, M, C, h, w] (a view; None
+        without a reference).
         """
-        b, c, f, h, w = hidden.shape
-        x = to_frames(hidden)
-        residual = x
-        x = self.proj_in(self.norm(x)).permute(0, 2, 3, 1).reshape(b * f, h * w, c)
-        ctx = context.repeat_interleave(f, dim=0) if context.shape[0] != b * f else context
+        bf, c, h, w = hidden.shape
+        b = bf // frames
+        x = frames_to_tokens(self.proj_in(self.norm(hidden)))
         ref_tokens = None
         motion = None
         if reference is not None:
-            per_sample = reference.reshape(b, -1, h * w, c)
-            ref_tokens = per_sample[:, 0].repeat_interleave(f, dim=0)
+            per_sample = reference.to(x.dtype).reshape(b, -1, h * w, c)
+            ref_tokens = per_sample[:, :1].expand(b, frames, h * w, c)
             m = per_sample.shape[1] - 1
-            motion = per_sample[:, 1:].reshape(b, m, h, w, c).permute(0, 4, 1, 2, 3)
+            motion = per_sample[:, 1:].reshape(b, m, h, w, c).permute(0, 1, 4, 2, 3)
         for block in self.transformer_blocks:
-            x = block(x, ctx, ref_tokens)
-        x = self.proj_out(x.reshape(b * f, h, w, c).permute(0, 3, 1, 2).contiguous())
-        return from_frames(x + residual, f), motion
+            x = block(x, context, ref_tokens)
+        return tokens_to_frames(hidden, x, self.proj_out), motion

@@ -4,6 +4,12 @@ Each layer of a block runs: ResNet -> spatial transformer (reference attention +
 -> audio attention module -> temporal motion module (with the reference UNet's motion-frame features
 prepended along time). The mid block runs ResNet, then [attention, audio, motion, ResNet]. SINGER's SFM
 replaces the mid-block output. Masks are given once at latent resolution and area-resampled per level.
+
+Between its blocks the UNet carries contiguous frames ``[(B F), C, h, w]`` (the number of frames F travels in
+:class:`_Context`); it converts from / to the public ``[B, C, F, h, w]`` only at the entry and exit of
+:meth:`DenoisingUNet3D.forward`. Modules that need another layout (tokens ``[(B F), h*w, C]`` in the spatial
+and audio transformers, ``[(B h w), F, C]`` in the motion modules) convert once in and fold the way back
+into their residual addition.
 """
 
 from __future__ import annotations
@@ -11,18 +17,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from diffusers.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from singer_model.backbone.audio_attention import AudioTransformer3D
-from singer_model.backbone.blocks import (
-    Downsample3D,
-    ResnetBlock3D,
-    SpatialTransformer3D,
-    Upsample3D,
-    from_frames,
-    to_frames,
-)
+from singer_model.backbone.blocks import SpatialTransformer3D
 from singer_model.backbone.motion_module import MotionModule
 from singer_model.config import SFMConfig, UNetConfig
 from singer_model.sfm import SelfAdaptiveFilterModule
@@ -32,27 +32,30 @@ Masks = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class _Context:
-    """Per-forward conditioning shared by every block."""
+    """Per-forward conditioning shared by every block, per frame: ``frames`` F; ``temb`` [(B F), D];
+    ``context`` [(B F), T, D]; ``audio`` [(B F), N, D] or None; ``masks`` three [B, F, h, w]."""
 
-    def __init__(self, temb: torch.Tensor, context: torch.Tensor, audio: torch.Tensor | None,
+    def __init__(self, frames: int, temb: torch.Tensor, context: torch.Tensor, audio: torch.Tensor | None,
                  masks: Masks, reference: RefFeatures | None, motion_scale: tuple[float, float, float] | None):
-        self.temb = temb
-        self.context = context
-        self.audio = audio
+        bf = temb.shape[0] * frames
+        self.frames = frames
+        self.temb = temb.repeat_interleave(frames, dim=0)
+        self.context = context if context.shape[0] == bf else context.repeat_interleave(frames, dim=0)
+        self.audio = audio.flatten(0, 1) if audio is not None else None
         self.masks = masks
         self.reference = reference
         self.motion_scale = motion_scale
         self._cache: dict[tuple[int, int], Masks] = {}
 
     def masks_at(self, h: int, w: int) -> Masks:
+        """The three masks area-resampled to h x w, as [(B F), h*w]."""
         if (h, w) not in self._cache:
             out = []
             for m in self.masks:
+                b, f = m.shape[:2]
                 if m.shape[-2:] != (h, w):
-                    b, f = m.shape[:2]
                     m = F.adaptive_avg_pool2d(m.reshape(b * f, 1, *m.shape[-2:]).float(), (h, w))
-                    m = m.reshape(b, f, h, w)
-                out.append(m)
+                out.append(m.reshape(b * f, h * w))
             self._cache[(h, w)] = (out[0], out[1], out[2])
         return self._cache[(h, w)]
 
@@ -70,7 +73,7 @@ class UNetBlock3D(nn.Module):
             [SpatialTransformer3D(out_channels, heads, cfg.cross_attention_dim, g) for _ in range(n_layers)]
             if cross_attn else [])
         self.resnets = nn.ModuleList([
-            ResnetBlock3D(in_channels=cin, out_channels=out_channels, temb_channels=temb_channels, groups=g,
+            ResnetBlock2D(in_channels=cin, out_channels=out_channels, temb_channels=temb_channels, groups=g,
                           eps=cfg.norm_eps)
             for cin in in_channels])
         self.audio_modules = nn.ModuleList(
@@ -80,10 +83,10 @@ class UNetBlock3D(nn.Module):
             [MotionModule(out_channels, cfg.motion_heads, cfg.motion_pe_max_len, g) for _ in range(n_layers)]
             if motion else [])
         if resample == "down":
-            self.downsamplers = nn.ModuleList([Downsample3D(out_channels, use_conv=True, out_channels=out_channels,
+            self.downsamplers = nn.ModuleList([Downsample2D(out_channels, use_conv=True, out_channels=out_channels,
                                                             padding=1, name="op")])
         elif resample == "up":
-            self.upsamplers = nn.ModuleList([Upsample3D(out_channels, use_conv=True, out_channels=out_channels)])
+            self.upsamplers = nn.ModuleList([Upsample2D(out_channels, use_conv=True, out_channels=out_channels)])
         self.gradient_checkpointing = False
 
     def _layer(self, i: int, x: torch.Tensor, ctx: _Context) -> torch.Tensor:
@@ -92,11 +95,11 @@ class UNetBlock3D(nn.Module):
         if len(self.attentions):
             name = f"{self.prefix}.attentions.{i}.transformer_blocks.0"
             ref = ctx.reference.get(name) if ctx.reference is not None else None
-            x, motion = self.attentions[i](x, ctx.context, ref)
+            x, motion = self.attentions[i](x, ctx.frames, ctx.context, ref)
         if len(self.audio_modules) and ctx.audio is not None:
             x = self.audio_modules[i](x, ctx.audio, ctx.masks_at(*x.shape[-2:]), ctx.motion_scale)
         if len(self.motion_modules):
-            x = self.motion_modules[i](x, motion)
+            x = self.motion_modules[i](x, ctx.frames, motion)
         return x
 
     def run_layer(self, i: int, x: torch.Tensor, ctx: _Context) -> torch.Tensor:
@@ -134,7 +137,7 @@ class MidBlock(nn.Module):
         g, heads = cfg.norm_num_groups, cfg.attention_heads
         self.attentions = nn.ModuleList([SpatialTransformer3D(channels, heads, cfg.cross_attention_dim, g)])
         self.resnets = nn.ModuleList([
-            ResnetBlock3D(in_channels=channels, out_channels=channels, temb_channels=temb_channels, groups=g,
+            ResnetBlock2D(in_channels=channels, out_channels=channels, temb_channels=temb_channels, groups=g,
                           eps=cfg.norm_eps) for _ in range(2)])
         self.audio_modules = nn.ModuleList(
             [AudioTransformer3D(channels, channels, heads, cfg.audio_attention_dim, g)]
@@ -147,11 +150,11 @@ class MidBlock(nn.Module):
     def _body(self, x: torch.Tensor, ctx: _Context) -> torch.Tensor:
         x = self.resnets[0](x, ctx.temb)
         ref = ctx.reference.get("mid_block.attentions.0.transformer_blocks.0") if ctx.reference else None
-        x, motion = self.attentions[0](x, ctx.context, ref)
+        x, motion = self.attentions[0](x, ctx.frames, ctx.context, ref)
         if len(self.audio_modules) and ctx.audio is not None:
             x = self.audio_modules[0](x, ctx.audio, ctx.masks_at(*x.shape[-2:]), ctx.motion_scale)
         if len(self.motion_modules):
-            x = self.motion_modules[0](x, motion)
+            x = self.motion_modules[0](x, ctx.frames, motion)
         return self.resnets[1](x, ctx.temb)
 
     def forward(self, x: torch.Tensor, ctx: _Context) -> torch.Tensor:
@@ -231,11 +234,12 @@ class DenoisingUNet3D(nn.Module):
         temb = self.time_embedding(self.time_proj(t).to(sample.dtype))
         ones = torch.ones(b, f, h, w, device=sample.device, dtype=sample.dtype)
         masks: Masks = tuple(m if m is not None else ones for m in (full_mask, face_mask, lip_mask))  # type: ignore[assignment]
-        ctx = _Context(temb, encoder_hidden_states, audio_embedding, masks, reference_features, motion_scale)
+        ctx = _Context(f, temb, encoder_hidden_states, audio_embedding, masks, reference_features, motion_scale)
 
-        x = from_frames(self.conv_in(to_frames(sample)), f)
-        if mask_cond_fea is not None:
-            x = x + mask_cond_fea.to(x.dtype)
+        # the public [B, C, F, h, w] -> frames [(B F), C, h, w], here and at the exit only
+        x = self.conv_in(sample.transpose(1, 2).reshape(b * f, -1, h, w))
+        if mask_cond_fea is not None:  # [B, C, F, h, w]: the sum is written in x's (frames) layout
+            x = (x.view(b, f, *x.shape[1:]) + mask_cond_fea.transpose(1, 2).to(x.dtype)).flatten(0, 1)
         skips: list[torch.Tensor] = [x]
         for block in self.down_blocks:
             x, res = block(x, ctx)
@@ -248,5 +252,5 @@ class DenoisingUNet3D(nn.Module):
             if i < len(self.up_blocks) - 1:
                 size = tuple(skips[-len(block.resnets) - 1].shape[-2:])
             x = block(x, skips, ctx, size)
-        x = F.silu(self.conv_norm_out(to_frames(x)))
-        return from_frames(self.conv_out(x), f)
+        x = self.conv_out(F.silu(self.conv_norm_out(x)))
+        return x.view(b, f, *x.shape[1:]).transpose(1, 2)

@@ -3,7 +3,9 @@
 ``motion_modules.N.temporal_transformer``: GroupNorm -> Linear proj_in -> one TemporalTransformerBlock
 (two temporal self-attentions, each preceded by a LayerNorm and adding a sinusoidal position encoding
 ``pos_encoder.pe`` [1, max_len, C]; then a GEGLU feed-forward) -> Linear proj_out (zero-initialised) + residual.
-Attention runs over the frame axis for every spatial position, through scaled_dot_product_attention.
+Attention runs over the frame axis for every spatial position, through scaled_dot_product_attention: the
+module takes frames ``[(B F), C, h, w]``, normalises them, and runs proj_in .. proj_out on the temporal token
+layout ``[(B h w), F, C]`` (one copy in; the way back is read by the residual addition).
 """
 
 from __future__ import annotations
@@ -41,14 +43,9 @@ class TemporalSelfAttention(Attention):
         super().__init__(query_dim=dim, heads=heads, dim_head=dim // heads, bias=False)
         self.pos_encoder = PositionalEncoding(dim, max_len)
 
-    def forward(self, hidden_states: torch.Tensor, video_length: int) -> torch.Tensor:  # type: ignore[override]
-        # [(b f), d, c] -> [(b d), f, c]
-        bf, d, c = hidden_states.shape
-        b = bf // video_length
-        x = hidden_states.reshape(b, video_length, d, c).transpose(1, 2).reshape(b * d, video_length, c)
-        x = self.pos_encoder(x)
-        x = super().forward(x)
-        return x.reshape(b, d, video_length, c).transpose(1, 2).reshape(bf, d, c)
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        """``hidden_states`` [(B h w), F, C]."""
+        return super().forward(self.pos_encoder(hidden_states))
 
 
 class TemporalTransformerBlock(nn.Module):
@@ -60,9 +57,10 @@ class TemporalTransformerBlock(nn.Module):
         self.ff = FeedForward(dim, activation_fn="geglu")
         self.ff_norm = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, video_length: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` [(B h w), F, C]."""
         for attn, norm in zip(self.attention_blocks, self.norms, strict=True):
-            x = attn(norm(x), video_length) + x
+            x = attn(norm(x)) + x
         return self.ff(self.ff_norm(x)) + x
 
 
@@ -74,21 +72,24 @@ class TemporalTransformer3D(nn.Module):
         self.transformer_blocks = nn.ModuleList([TemporalTransformerBlock(channels, heads, max_len)])
         self.proj_out = nn.Linear(channels, channels)
 
-    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        b, c, f, h, w = hidden.shape
-        x = hidden.permute(0, 2, 1, 3, 4).reshape(b * f, c, h, w)
-        residual = x
-        x = self.norm(x).permute(0, 2, 3, 1).reshape(b * f, h * w, c)
+    def forward(self, hidden: torch.Tensor, frames: int, skip: int = 0) -> torch.Tensor:
+        """``hidden`` [(B F), C, h, w] with ``frames`` = F -> the last F - ``skip`` frames of every sample,
+        [(B (F - skip)), C, h, w] (contiguous)."""
+        bf, c, h, w = hidden.shape
+        b = bf // frames
+        x = self.norm(hidden).view(b, frames, c, h, w).permute(0, 3, 4, 1, 2).reshape(b * h * w, frames, c)
         x = self.proj_in(x)
         for block in self.transformer_blocks:
-            x = block(x, f)
-        x = self.proj_out(x).reshape(b * f, h, w, c).permute(0, 3, 1, 2).contiguous()
-        out = x + residual
-        return out.reshape(b, f, c, h, w).permute(0, 2, 1, 3, 4)
+            x = block(x)
+        x = self.proj_out(x).view(b, h, w, frames, c)[:, :, :, skip:].permute(0, 3, 4, 1, 2)
+        # residual first: the sum is written in the residual's (frames) layout
+        out = hidden.view(b, frames, c, h, w)[:, skip:] + x
+        return out.view(b * (frames - skip), c, h, w)
 
 
 class MotionModule(nn.Module):
-    """``[B, C, F, h, w] -> same``; optional ``motion_frames`` ``[B, C, M, h, w]`` are prepended as context."""
+    """Frames ``[(B F), C, h, w]`` -> same; optional ``motion_frames`` ``[B, M, C, h, w]`` (any strides) are
+    prepended along time as context."""
 
     def __init__(self, channels: int, heads: int = 8, max_len: int = 32, groups: int = 32) -> None:
         super().__init__()
@@ -96,9 +97,10 @@ class MotionModule(nn.Module):
         nn.init.zeros_(self.temporal_transformer.proj_out.weight)
         nn.init.zeros_(self.temporal_transformer.proj_out.bias)
 
-    def forward(self, hidden: torch.Tensor, motion_frames: torch.Tensor | None = None) -> torch.Tensor:
-        if motion_frames is None or motion_frames.shape[2] == 0:
-            return self.temporal_transformer(hidden)
-        m = motion_frames.shape[2]
-        x = torch.cat([motion_frames.to(hidden.dtype), hidden], dim=2)
-        return self.temporal_transformer(x)[:, :, m:]
+    def forward(self, hidden: torch.Tensor, frames: int, motion_frames: torch.Tensor | None = None) -> torch.Tensor:
+        if motion_frames is None or motion_frames.shape[1] == 0:
+            return self.temporal_transformer(hidden, frames)
+        b, m = motion_frames.shape[:2]
+        per_sample = hidden.view(b, frames, *hidden.shape[1:])
+        x = torch.cat([motion_frames.to(hidden.dtype), per_sample], dim=1).flatten(0, 1)
+        return self.temporal_transformer(x, frames + m, skip=m)
