@@ -224,7 +224,7 @@ class SourceProcessor:
 # one processor per process, build and config; the separators shared by all of them
 _PROCESSORS: dict[tuple[str, str, TaskThreads, bool], SourceProcessor] = {}
 _SEPARATORS: dict[str, Any] = {}
-_CV2_THREADS: list[int] = []  # OpenCV's thread count before the first processor of this process
+_POOLS: list[tuple[int, Any]] = []  # OpenCV's thread count and BLAS's limits before this process's first processor
 
 
 def processor(cfg: BuildConfig, out: str, threads: TaskThreads, progress: bool) -> SourceProcessor:
@@ -232,11 +232,13 @@ def processor(cfg: BuildConfig, out: str, threads: TaskThreads, progress: bool) 
     key = (cfg.config_hash() + json.dumps(cfg.vocals.device), out, threads, progress)
     proc = _PROCESSORS.get(key)
     if proc is None:
-        if not _CV2_THREADS:
+        if not _POOLS:
             import cv2
+            from threadpoolctl import threadpool_limits
 
-            # shv-build runs its own threads; OpenCV's pool on top of them costs system time (perf/RESULTS.md)
-            _CV2_THREADS.append(cv2.getNumThreads())
+            # shv-build runs its own threads; OpenCV's and BLAS's pools on top of them cost CPU time that its
+            # threads need (OpenBLAS's idle threads spin after each call; perf/RESULTS.md)
+            _POOLS.append((cv2.getNumThreads(), threadpool_limits(1, user_api="blas")))
             cv2.setNumThreads(1)
         proc = _PROCESSORS[key] = SourceProcessor(cfg, BuildLayout(Path(out)), threads, progress=progress)
     return proc
@@ -247,9 +249,11 @@ def close_processors() -> None:
     from shv_toolkit.stages.filters import close_pose_pool
 
     _PROCESSORS.clear()
-    if _CV2_THREADS:
+    if _POOLS:
         import cv2
 
-        cv2.setNumThreads(_CV2_THREADS.pop())
+        cv2_threads, blas_limits = _POOLS.pop()
+        cv2.setNumThreads(cv2_threads)
+        blas_limits.restore_original_limits()
     close_pose_pool()
     _SEPARATORS.clear()

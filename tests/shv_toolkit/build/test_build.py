@@ -285,3 +285,39 @@ def test_committed_sample_manifests_match_a_fresh_build(sample_build):
         want = pd.read_parquet(committed / f"{name}.parquet").drop(columns=["local_path"], errors="ignore")
         got = pd.read_parquet(out / f"{name}.parquet").drop(columns=["local_path"], errors="ignore")
         pd.testing.assert_frame_equal(want, got, check_exact=False, rtol=1e-6, obj=name)
+
+
+def test_blas_runs_one_thread_inside_a_build(tmp_path, monkeypatch):
+    """OpenBLAS's idle threads spin beside the build's own threads (0.6 CPU s per report.html drawn with
+    them): processing and the report run with one BLAS thread, and the caller's limits come back after."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    from shv_toolkit.build import processor, report, run_build
+    from shv_toolkit.config import BuildConfig
+
+    def blas_threads() -> dict[str, int]:  # per library (a wheel may bring its own single-threaded one)
+        return {i["filepath"]: int(i["num_threads"]) for i in threadpool_info() if i["user_api"] == "blas"}
+
+    seen: dict[str, set[int]] = {}
+    real_analyse, real_render = processor.SourceProcessor.analyse, report.render_report
+
+    def analyse(self, *args, **kwargs):
+        seen["analysis"] = set(blas_threads().values())
+        return real_analyse(self, *args, **kwargs)
+
+    def render_report(*args, **kwargs):
+        seen["report"] = set(blas_threads().values())
+        return real_render(*args, **kwargs)
+
+    monkeypatch.setattr(processor.SourceProcessor, "analyse", analyse)
+    monkeypatch.setattr(report, "render_report", render_report)
+    urls = tmp_path / "urls.txt"
+    urls.write_text(str(REPO / "manifests/sample/input/single_face_lena.mp4") + "\n")
+    cfg = BuildConfig()
+    cfg.vocals.backend = "none"
+    with threadpool_limits(2, user_api="blas"):
+        before = blas_threads()
+        assert max(before.values()) == 2  # numpy's OpenBLAS takes the limit: the check below can fail
+        run_build(urls, tmp_path / "out", cfg, progress=False)
+        assert blas_threads() == before
+    assert seen == {"analysis": {1}, "report": {1}}
