@@ -9,6 +9,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SHV_SHARED_DIR", REPO.parent / "shared"))
+#: every collected test's file, before -k / -m deselect any (tests/test_collection.py)
+COLLECTED = pytest.StashKey[set[Path]]()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    config.stash[COLLECTED] = {Path(item.path).resolve() for item in items}
 
 
 @pytest.fixture(scope="session")
