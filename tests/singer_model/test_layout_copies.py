@@ -3,10 +3,7 @@ inevitable conversions only, counted by ``perf/singer_layout_copies.py`` on the 
 
 from __future__ import annotations
 
-import importlib.util
 import logging
-import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,7 +18,7 @@ from singer_model.config import SFMConfig, SingerConfig
 from singer_model.model import SingerNet
 from singer_model.sfm import SelfAdaptiveFilterModule
 
-SCRIPT = Path(__file__).resolve().parents[2] / "perf" / "singer_layout_copies.py"
+from .conftest import perf_script
 
 # Layout copies of the same forward (tiny config, 4 frames, 16x16 latents, batch 2, fp32, meta device) before
 # the UNet carried frames, at commit c4fcdf7 (each block converted [B, C, F, h, w] to frames and back, the
@@ -35,12 +32,7 @@ FRAMES, SIZE, BATCH = 4, 128, 2
 
 @pytest.fixture(scope="module")
 def perf():
-    spec = importlib.util.spec_from_file_location("singer_layout_copies", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["singer_layout_copies"] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("singer_layout_copies", None)
+    yield from perf_script("singer_layout_copies")
 
 
 def _nbytes(t: torch.Tensor) -> int:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -14,17 +11,12 @@ import torch
 from singer_model import plan as P
 from singer_model.config import SingerConfig
 
-SCRIPT = Path(__file__).resolve().parents[2] / "perf" / "singer_gpu.py"
+from .conftest import perf_script
 
 
 @pytest.fixture(scope="module")
 def perf():
-    spec = importlib.util.spec_from_file_location("singer_gpu", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["singer_gpu"] = module
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop("singer_gpu", None)
+    yield from perf_script("singer_gpu")
 
 
 def test_tiny_cpu_run_reports_step_time_memory_and_tflops_against_the_plan(perf, tmp_path):
