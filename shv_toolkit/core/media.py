@@ -189,6 +189,21 @@ def _display_width(coded_width: int, sar: Fraction) -> int:
     return coded_width if sar == 1 else max(2, int(round(coded_width * sar / 2)) * 2)
 
 
+def analysis_size(width: int, height: int, max_side: int | None) -> tuple[int, int]:
+    """``(width, height)`` downsized (even sides, aspect kept) so the larger side is ``max_side``, as
+    :func:`iter_frames` yields frames; unchanged when already within it (or ``max_side`` is None)."""
+    if max_side and max(width, height) > max_side:
+        s = max_side / max(width, height)
+        return max(2, int(round(width * s / 2)) * 2), max(2, int(round(height * s / 2)) * 2)
+    return width, height
+
+
+def _rotate_for_display(img: np.ndarray, frame: av.VideoFrame) -> np.ndarray:
+    rot = int(round(getattr(frame, "rotation", 0) or 0)) % 360
+    # display matrix angle is counter-clockwise; np.rot90 with k>0 rotates counter-clockwise
+    return np.ascontiguousarray(np.rot90(img, k=rot // 90)) if rot else img
+
+
 def _to_rgb(frame: av.VideoFrame, max_side: int | None, sar: Fraction = Fraction(1),
             reformatter: VideoReformatter | None = None) -> np.ndarray:
     """RGB array of a decoded frame, square pixels, rotated for display, downsized to ``max_side``.
@@ -198,10 +213,7 @@ def _to_rgb(frame: av.VideoFrame, max_side: int | None, sar: Fraction = Fraction
     Pass one ``reformatter`` for all frames of a stream: it keeps swscale's context, and one thread
     converts the frame (``to_ndarray(format="rgb24")`` makes a context with a thread pool per call,
     6x slower on a 360p frame, with the same pixels)."""
-    w, h = _display_width(frame.width, sar), frame.height
-    if max_side and max(w, h) > max_side:
-        s = max_side / max(w, h)
-        w, h = max(2, int(round(w * s / 2)) * 2), max(2, int(round(h * s / 2)) * 2)
+    w, h = analysis_size(_display_width(frame.width, sar), frame.height, max_side)
     rf = reformatter or VideoReformatter()
     if (w, h) == (frame.width, frame.height):
         img = rf.reformat(frame, format="rgb24", threads=1).to_ndarray()
@@ -209,11 +221,7 @@ def _to_rgb(frame: av.VideoFrame, max_side: int | None, sar: Fraction = Fraction
         shrink = w <= frame.width and h <= frame.height
         img = rf.reformat(frame, format="rgb24", width=w, height=h, interpolation="AREA" if shrink else "BICUBIC",
                           threads=1).to_ndarray()
-    rot = int(round(getattr(frame, "rotation", 0) or 0)) % 360
-    if rot:
-        # display matrix angle is counter-clockwise; np.rot90 with k>0 rotates counter-clockwise
-        img = np.ascontiguousarray(np.rot90(img, k=rot // 90))
-    return img
+    return _rotate_for_display(img, frame)
 
 
 @dataclass
@@ -372,7 +380,8 @@ class SourceFrame:
     :meth:`rgb` gives what :func:`iter_frames` yields; :meth:`yuv420` gives the frame's own 8-bit
     limited-range 4:2:0 planes when they can be cropped as they are (square pixels, no rotation, a
     matrix in :data:`PASS_THROUGH_MATRICES`), which spares an RGB round trip (and its rounding noise,
-    which costs x264 bits and time) when clips are cut from it. Valid until the next frame is decoded.
+    which costs x264 bits and time) when clips are cut from it. It holds its decoded frame, so it may be
+    kept and converted later or on another thread (with that thread's own reformatter).
     """
 
     __slots__ = ("frame", "_sar", "_rf")
@@ -382,9 +391,28 @@ class SourceFrame:
         self._sar = sar
         self._rf = reformatter
 
-    def rgb(self, max_side: int | None = None) -> np.ndarray:
-        """``(H, W, 3)`` uint8 RGB as a viewer shows it (see :func:`iter_frames`)."""
-        return _to_rgb(self.frame, max_side, self._sar, self._rf)
+    def rgb(self, max_side: int | None = None, reformatter: VideoReformatter | None = None) -> np.ndarray:
+        """``(H, W, 3)`` uint8 RGB as a viewer shows it (see :func:`iter_frames`). ``reformatter``: the
+        calling thread's own, when not the thread that iterates (a reformatter is not thread-safe)."""
+        return _to_rgb(self.frame, max_side, self._sar, reformatter or self._rf)
+
+    @property
+    def display_size(self) -> tuple[int, int]:
+        """``(width, height)`` of the frame as a viewer shows it: square pixels, rotated."""
+        f = self.frame
+        w, h = _display_width(f.width, self._sar), f.height
+        return (h, w) if int(round(getattr(f, "rotation", 0) or 0)) % 180 == 90 else (w, h)
+
+    def small_bgr(self, width: int, height: int, reformatter: VideoReformatter | None = None) -> np.ndarray:
+        """``(height, width, 3)`` uint8 BGR of the shown frame scaled to a small size in one swscale pass
+        with fast bilinear filtering: taps of the source pixels without anti-aliasing, as PySceneDetect's
+        downscale of the whole decoded frame (``cv2.resize`` INTER_LINEAR) does (perf/RESULTS.md)."""
+        f = self.frame
+        rotated = int(round(getattr(f, "rotation", 0) or 0)) % 180 == 90
+        w, h = (height, width) if rotated else (width, height)
+        img = (reformatter or self._rf).reformat(f, format="bgr24", width=w, height=h,
+                                                 interpolation="FAST_BILINEAR", threads=1).to_ndarray()
+        return _rotate_for_display(img, f)
 
     @property
     def colorspace(self) -> int:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from av.video.reformatter import VideoReformatter
 from tqdm import tqdm
 
 from shv_toolkit.config import FaceConfig, SceneConfig
@@ -19,7 +20,7 @@ from shv_toolkit.core import media
 from shv_toolkit.core.errors import MediaError
 from shv_toolkit.core.helpers import HelperCalls
 from shv_toolkit.stages.faces import Detection, FaceDetector, detections_agree
-from shv_toolkit.stages.scenes import Scene, SceneCutter
+from shv_toolkit.stages.scenes import Scene, SceneCutter, detection_size
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,22 @@ class SourceAnalysis:
     seconds: float = 0.0
 
 
+class _HeldFrame:
+    """A decoded frame whose analysis RGB is made only if the face detector runs on it, on the detector's
+    thread with that thread's reformatter (most frames only feed the scene cutter)."""
+
+    __slots__ = ("frame", "max_side", "reformatter")
+
+    def __init__(self, frame: media.SourceFrame, max_side: int, reformatter: VideoReformatter) -> None:
+        self.frame, self.max_side, self.reformatter = frame, max_side, reformatter
+
+    def rgb(self) -> np.ndarray:
+        return self.frame.rgb(self.max_side, reformatter=self.reformatter)
+
+
+_Frame = np.ndarray | _HeldFrame
+
+
 class _KeyframeDetection:
     """Which frames the detector runs on: every keyframe (``k % key == 0``, the first and the last frame),
     and the ``k % stride == 0`` frames between two keyframes only when the two keyframes' faces disagree
@@ -63,13 +80,14 @@ class _KeyframeDetection:
         self.max_open = max_open
         self.found: dict[int, list[Detection] | Future] = {}
         self.refined = 0  # intervals whose in-between frames were detected
-        self._open: deque[tuple[int, int, list[tuple[int, np.ndarray]]]] = deque()
-        self._between: list[tuple[int, np.ndarray]] = []
+        self._open: deque[tuple[int, int, list[tuple[int, _Frame]]]] = deque()
+        self._between: list[tuple[int, _Frame]] = []
         self._last_key: int | None = None
-        self._last: tuple[int, np.ndarray] | None = None  # the latest frame, unless a keyframe
+        self._last: tuple[int, _Frame] | None = None  # the latest frame, unless a keyframe
 
-    def push(self, k: int, frame: np.ndarray) -> None:
-        """Grid frame ``k`` (analysis RGB), in order: detect it now, hold it, or let it go."""
+    def push(self, k: int, frame: np.ndarray | _HeldFrame) -> None:
+        """Grid frame ``k`` (analysis RGB, or a frame converted to it when detected), in order: detect it
+        now, hold it, or let it go."""
         if self._last_key is None or k % self.key == 0:
             self._keyframe(k, frame)
         else:
@@ -89,8 +107,11 @@ class _KeyframeDetection:
         self.calls.join()
         return {k: HelperCalls.value(v) for k, v in self.found.items()}
 
-    def _keyframe(self, k: int, frame: np.ndarray) -> None:
-        self.found[k] = self.calls.submit(self.det.detect, frame)
+    def _detect(self, frame: _Frame) -> list[Detection]:
+        return self.det.detect(frame if isinstance(frame, np.ndarray) else frame.rgb())
+
+    def _keyframe(self, k: int, frame: _Frame) -> None:
+        self.found[k] = self.calls.submit(self._detect, frame)
         if self._last_key is not None and self._between:
             self._open.append((self._last_key, k, self._between))
         self._between, self._last_key, self._last = [], k, None
@@ -108,7 +129,7 @@ class _KeyframeDetection:
             if not detections_agree(a, b, self.agree_iou):
                 self.refined += 1
                 for k, frame in between:
-                    self.found[k] = self.calls.submit(self.det.detect, frame)
+                    self.found[k] = self.calls.submit(self._detect, frame)
 
 
 def analyse_source(
@@ -121,9 +142,12 @@ def analyse_source(
     decoder_threads: int = 0,
     damage: media.StreamDamage | None = None,
 ) -> SourceAnalysis:
-    """Decode ``path`` once at analysis resolution; detect scenes on every frame and faces on the
-    frames :class:`_KeyframeDetection` picks: every ``detect_stride * keyframe_multiple``-th grid frame
-    and the last, plus every ``detect_stride``-th frame between two keyframes whose faces disagree.
+    """Decode ``path`` once; detect scenes on every frame and faces on the frames
+    :class:`_KeyframeDetection` picks: every ``detect_stride * keyframe_multiple``-th grid frame and the
+    last, plus every ``detect_stride``-th frame between two keyframes whose faces disagree. Faces see
+    frames at ``scene_cfg.analysis_max_side``; the scene cutter sees them at its detection size, scaled
+    straight from the decoded frame when that is larger than the analysis size (converting every frame
+    to the analysis size cost 1.8 ms per 720p frame; perf/RESULTS.md).
 
     ``threads`` > 0 runs face detection and scene cutting on two helper threads while this one decodes
     (mediapipe, OpenCV and NumPy release the GIL); the result is the same either way.
@@ -146,12 +170,20 @@ def analyse_source(
                 leave=False) as bar:
         faces = _KeyframeDetection(det, detect, stride, max(1, int(face_cfg.keyframe_multiple)),
                                    float(face_cfg.keyframe_agree_iou))
-        for k, frame in media.iter_frames(path, fps=fps, max_side=scene_cfg.analysis_max_side,
-                                             decoder_threads=decoder_threads, damage=damage):
+        detect_rf = VideoReformatter()  # the face detector's thread converts the frames it detects
+        max_side = scene_cfg.analysis_max_side
+        small, direct = (0, 0), False
+        for k, sf in media.iter_source_frames(path, fps=fps, decoder_threads=decoder_threads, damage=damage):
             if n == 0:
-                size = (frame.shape[1], frame.shape[0])
-            faces.push(k, frame)
-            cut.submit(cutter.push, k, frame)
+                size = media.analysis_size(*sf.display_size, max_side)
+                small, direct = detection_size(*size), size != sf.display_size
+            if not direct:  # analysed as shown: RGB for both (PySceneDetect's own downscale of it)
+                frame = sf.rgb(max_side)
+                faces.push(k, frame)
+                cut.submit(cutter.push, k, frame)
+            else:  # larger: the cutter's small frame straight from the decoded one, RGB only where detected
+                faces.push(k, _HeldFrame(sf, max_side, detect_rf))
+                cut.submit(cutter.push_detection_frame, k, sf.small_bgr(*small))
             n = k + 1
             bar.update(1)
         detections = faces.finish()

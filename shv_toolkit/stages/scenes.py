@@ -4,7 +4,10 @@ PySceneDetect's :class:`~scenedetect.SceneManager` wants to own the decoder. shv
 source exactly once for analysis, so :class:`SceneCutter` drives the detector classes directly
 through their ``process_frame(timecode, frame_bgr)`` / ``post_process(timecode)`` API, exactly as
 ``SceneManager`` does (including its default downscale to an effective width of 256 pixels with
-linear interpolation of the larger side), and turns the cut list into scenes.
+linear interpolation of the larger side), and turns the cut list into scenes. The analysis pass feeds
+frames larger than its analysis size already downscaled by swscale's fast bilinear filter
+(:meth:`SceneCutter.push_detection_frame`), which is closer to SceneManager's downscale of the full
+frame than downscaling the analysis frame again (perf/RESULTS.md).
 
 Scenes are half-open frame ranges ``[start, end)`` on the constant-rate grid of
 :func:`shv_toolkit.core.media.iter_frames` (25 fps by default).
@@ -82,6 +85,15 @@ def make_detector(cfg: SceneConfig) -> SceneDetector:
     raise ValueError(f"unknown scene detector {cfg.detector!r}")
 
 
+def detection_size(width: int, height: int) -> tuple[int, int]:
+    """The size the detectors see frames of ``width`` x ``height`` at: the larger side downscaled to
+    :data:`DETECTION_WIDTH`, as SceneManager's auto downscale does; unchanged when already within it."""
+    if max(width, height) <= DETECTION_WIDTH:
+        return width, height
+    s = max(width, height) / DETECTION_WIDTH
+    return max(1, round(width / s)), max(1, round(height / s))
+
+
 class SceneCutter:
     """Incremental scene detection: :meth:`push` every frame in order, then :meth:`finish`."""
 
@@ -92,23 +104,25 @@ class SceneCutter:
         self._cuts: set[int] = set()
         self._first: int | None = None
         self._last: int | None = None
-        self._size: tuple[int, int] | None = None
+        self._size: tuple[int, int] = (0, 0)  # push(): detection size of the first frame
 
     def push(self, k: int, frame_rgb: np.ndarray) -> None:
         """Feed grid frame ``k`` (RGB uint8). Frames must come in increasing, consecutive order."""
+        if self._first is None:
+            h, w = frame_rgb.shape[:2]
+            self._size = detection_size(w, h)
+        img = frame_rgb
+        if self._size != (frame_rgb.shape[1], frame_rgb.shape[0]):
+            img = cv2.resize(img, self._size, interpolation=cv2.INTER_LINEAR)
+        self.push_detection_frame(k, cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+
+    def push_detection_frame(self, k: int, bgr: np.ndarray) -> None:
+        """Feed grid frame ``k`` already at :func:`detection_size` in BGR uint8 (what the detectors see)."""
         if self._last is not None and k != self._last + 1:
             raise ValueError(f"frames must be consecutive: got {k} after {self._last}")
         if self._first is None:
             self._first = k
-            h, w = frame_rgb.shape[:2]
-            if max(w, h) > DETECTION_WIDTH:  # SceneManager's auto downscale uses the larger side
-                s = max(w, h) / DETECTION_WIDTH
-                self._size = (max(1, round(w / s)), max(1, round(h / s)))
         self._last = k
-        img = frame_rgb
-        if self._size is not None:
-            img = cv2.resize(img, self._size, interpolation=cv2.INTER_LINEAR)
-        bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
         for cut in self._detector.process_frame(FrameTimecode(k, fps=self.fps), bgr):
             self._cuts.add(int(cut.frame_num))
 

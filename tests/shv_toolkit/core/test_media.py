@@ -304,3 +304,50 @@ def test_write_i420_stores_the_planes_exactly(tmp_path, size):
     assert len(got) == 2
     np.testing.assert_array_equal(got[0], yuv)
     np.testing.assert_array_equal(got[1], yuv[::-1])
+
+
+def test_source_frames_stay_valid_when_kept_and_convert_on_another_thread(shared_media):
+    """Frames kept past later decodes convert (with another reformatter, on another thread) to the
+    pixels they gave at once: the analysis converts only the frames its face detector runs on, later."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from av.video.reformatter import VideoReformatter
+
+    path = shared_media / "WolfgangLanger_Pexels.mp4"
+    now, kept = [], []
+    for _, sf in media.iter_source_frames(path, start=1.0, end=1.5):
+        now.append(sf.rgb(320))
+        kept.append(sf)
+    rf = VideoReformatter()
+    with ThreadPoolExecutor(1) as pool:
+        later = list(pool.map(lambda sf: sf.rgb(320, reformatter=rf), kept))
+    assert len(now) == 13 and all(np.array_equal(a, b) for a, b in zip(now, later, strict=True))
+    assert len({a.tobytes() for a in now}) > 1  # distinct frames, not one buffer seen 13 times
+
+
+def test_small_bgr_is_the_shown_frame_downscaled(real_frames, tmp_path):
+    """``small_bgr`` (one swscale pass from the decoded frame, fast bilinear) is the displayed picture:
+    non-square pixels widened, display rotation applied, within a few grey levels of OpenCV's linear
+    downscale of the shown RGB frame, as PySceneDetect downscales (4.8 on average on this detailed
+    frame; colour channels swapped: 12.9)."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    src = media.write_video(tmp_path / "square.mp4", real_frames, crf=12)
+    ana = tmp_path / "anamorphic.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(src), "-vf",
+                    "scale=480:360,setsar=4/3", "-c:v", "libx264", "-crf", "12", str(ana)], check=True)
+    rot = tmp_path / "rotated.mp4"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-display_rotation", "90", "-i", str(src),
+                    "-c", "copy", str(rot)], check=True)
+    for path, shown_size, small in ((src, (640, 360), (256, 144)), (ana, (640, 360), (256, 144)),
+                                    (rot, (360, 640), (144, 256))):
+        for _, sf in media.iter_source_frames(path, end=0.2):
+            assert sf.display_size == shown_size
+            got = sf.small_bgr(*small)
+            ref = cv2.cvtColor(cv2.resize(sf.rgb(), small, interpolation=cv2.INTER_LINEAR), cv2.COLOR_RGB2BGR)
+            assert got.shape == (small[1], small[0], 3)
+            near, swapped = (np.abs(got.astype(float) - r).mean() for r in (ref, ref[:, :, ::-1]))
+            assert near < 6.0, path.name  # no anti-aliasing on either side: detail aliases differently
+            assert near < 0.5 * swapped, path.name  # BGR, not RGB
