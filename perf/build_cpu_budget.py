@@ -7,7 +7,8 @@ upscaled to ``--height``), plans its clips once, then measures CPU seconds (user
 of this process) of each part in isolation, with the build's default thread layout:
 
   decode                the source's video alone (FFmpeg's threads)
-  decode + analysis RGB the same, each frame converted to the analysis size (scenes and faces see it)
+  decode + scene frames the same, each frame converted for the scene cutter (the analysis RGB itself when
+                        the source is no larger than it, else a small frame scaled straight from it)
   analysis              the whole analysis pass: decode, conversion, scene cuts, face detection
   render                decode of the clips' spans, crops, x264, wav files (no scoring)
   render + scoring      the same with every filter score (what the build runs)
@@ -39,6 +40,7 @@ from shv_toolkit.core import media  # noqa: E402
 from shv_toolkit.stages.analysis import analyse_source  # noqa: E402
 from shv_toolkit.stages.clips import plan_source, render_segment  # noqa: E402
 from shv_toolkit.stages.filters import ClipScorer  # noqa: E402
+from shv_toolkit.stages.scenes import detection_size  # noqa: E402
 
 
 def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
@@ -74,14 +76,21 @@ def main() -> None:
             for _ in media.iter_source_frames(src, fps=cfg.clips.fps):
                 pass
 
-        def decode_rgb() -> None:
+        def decode_scene_frames() -> None:  # what the analysis' decoding thread does with every frame
+            size = small = None
             for _, sf in media.iter_source_frames(src, fps=cfg.clips.fps):
-                sf.rgb(cfg.scenes.analysis_max_side)
+                if size is None:
+                    size = media.analysis_size(*sf.display_size, cfg.scenes.analysis_max_side)
+                    small = detection_size(*size)
+                if size == sf.display_size:
+                    sf.rgb()
+                else:
+                    sf.small_bgr(*small)
 
         plan = None
         for _ in range(max(1, args.repeat)):
             part("decode", decode)
-            part("decode + analysis RGB", decode_rgb)
+            part("decode + scene frames", decode_scene_frames)
             analysis = None
 
             def analyse() -> None:
